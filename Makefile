@@ -1,0 +1,44 @@
+# Two commands on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := /var/lib/edged-apt.stamp
+APT_PACKAGES := ffmpeg libsrt1.5-gnutls srt-tools
+
+.PHONY: run test check proto deps apt clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+apt:
+	@if ! command -v ffmpeg >/dev/null || ! command -v srt-live-transmit >/dev/null || ! ldconfig -p | grep -q libsrt-gnutls; then \
+		echo "installing Debian packages: $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+deps: $(STAMP) apt proto
+
+# Generated gRPC code is a build output (never committed): proto path = package path.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. $$(find proto -name '*.proto')
+	@for d in $$(find proto -type d | sed 's|^proto/\?||' | grep -v '^$$'); do touch $$d/__init__.py; done
+
+run: deps
+	@echo "publish: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:1935/live/demo-key"
+	@echo "watch:   ffplay http://127.0.0.1:8080/live/demo/master.m3u8"
+	$(BIN)/edged run --data-dir var/edged --channel demo:demo-key
+
+check: $(STAMP)
+	$(BIN)/ruff check edged originctl tests bench
+
+test: deps
+	$(BIN)/ruff check edged originctl tests bench
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) edgenet build var

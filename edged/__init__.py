@@ -1,0 +1,3 @@
+"""edged: the live-video edge appliance daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,271 @@
+"""edged configuration: one typed tree, loaded from TOML, overridden by flags, validated on load.
+
+Every error names the key path (`rtmp.listen: ...`) and is raised as ConfigError.
+Units are in the field names or comments: seconds unless the name says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edged.errors import ConfigError
+
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.~-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class RtmpConfig:
+    enabled: bool = True
+    listen: str = "0.0.0.0:1935"
+    handshake_timeout: float = 10.0  # s: from accept to a publish request
+    idle_timeout: float = 30.0  # s: no bytes from a publisher
+    max_chunk_size: int = 65536  # bytes: largest Set Chunk Size we accept (FFmpeg/OBS use 4096)
+    max_message_size: int = 8 * 1024 * 1024  # bytes: one keyframe of a high-bitrate 4K stream fits
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class SrtConfig:
+    enabled: bool = True
+    listen: str = "0.0.0.0:9000"
+    passphrase: str = ""  # node-wide; empty = no encryption required
+    pbkeylen: int = 0  # 0 = let the caller choose; else 16, 24 or 32
+    latency_ms: int = 120  # receiver latency; 120 ms suits a LAN, raise to 4x RTT for the internet
+    idle_timeout: float = 5.0  # s without packets before a publisher is dropped
+    channel_passphrases: dict[str, str] = field(default_factory=dict)  # channel -> passphrase
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "0.0.0.0:8080"
+    cors_origin: str = "*"
+
+
+@dataclass(frozen=True)
+class HlsConfig:
+    segment_seconds: float = 2.0  # target; cuts happen at the first keyframe at or after it
+    window: int = 6  # segments listed in a live media playlist
+    max_segment_seconds: float = 12.0  # force a cut without a keyframe only past this (bounds memory)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    max_bytes: int = 1 << 30  # segment payload bytes kept in LMDB before the oldest are evicted
+    retention_segments: int = 60  # per rendition, beyond the playlist window, kept for late readers
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    width: int
+    height: int
+    fps: float
+    bitrate_kbps: int
+
+
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung("1080p60", 1920, 1080, 60, 6000),
+    Rung("720p60", 1280, 720, 60, 4500),
+    Rung("720p30", 1280, 720, 30, 3000),
+    Rung("480p30", 854, 480, 30, 1500),
+    Rung("360p30", 640, 360, 30, 800),
+    Rung("160p30", 284, 160, 30, 160),
+)
+
+
+@dataclass(frozen=True)
+class TranscodeConfig:
+    enabled: bool = False  # passthrough only until the ladder is switched on
+    encoder: str = "auto"  # auto | nvenc | x264
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    max_transcodes: int = 0  # 0 = derive from detected capacity
+
+
+@dataclass(frozen=True)
+class OriginConfig:
+    address: str = ""  # HOST:PORT of the origin controller, "auto" to find it by zeroconf, "" = standalone
+    enroll_token: str = ""
+    heartbeat_seconds: float = 2.0
+    auth_cache_seconds: float = 30.0  # how long a controller's answer on a stream key is trusted
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = ""  # defaults to the host name
+    site: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    prefixes: tuple[str, ...] = ()  # client CIDRs this appliance serves (ISP-assigned)
+    public_url: str = ""  # how viewers reach this node's HTTP front; default derived from http.listen
+    advertise: bool = True  # announce _edged._tcp on the LAN
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str = "./var/edged"
+    log_level: str = "info"
+    rtmp: RtmpConfig = RtmpConfig()
+    srt: SrtConfig = SrtConfig()
+    http: HttpConfig = HttpConfig()
+    hls: HlsConfig = HlsConfig()
+    store: StoreConfig = StoreConfig()
+    transcode: TranscodeConfig = TranscodeConfig()
+    origin: OriginConfig = OriginConfig()
+    node: NodeConfig = NodeConfig()
+    channels: dict[str, str] = field(default_factory=dict)  # stream key -> channel name
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def parse_hostport(value: str, key: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') → (host, port); raises ConfigError naming `key`."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(key, f"port is not a number in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"port out of range in {value!r}")
+    return host or "0.0.0.0", port
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, "expected a table")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, "expected a table")
+        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, "expected a list")
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        path = f"{prefix}.{k}" if prefix else k
+        if k not in names:
+            raise ConfigError(path, "unknown key")
+        kwargs[k] = _convert(hints[k], v, path)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read the TOML file (if any), overlay `overrides` (from flags; they win), validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"no such file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path}: not valid TOML: {exc}") from None
+    if overrides:
+        data = _merge(data, overrides)
+    cfg: Config = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    parse_hostport(cfg.rtmp.listen, "rtmp.listen")
+    parse_hostport(cfg.srt.listen, "srt.listen")
+    parse_hostport(cfg.http.listen, "http.listen")
+    if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level", "expected debug, info, warning or error")
+    if not 0.5 <= cfg.hls.segment_seconds <= 30:
+        raise ConfigError("hls.segment_seconds", "expected between 0.5 and 30")
+    if cfg.hls.max_segment_seconds < cfg.hls.segment_seconds:
+        raise ConfigError("hls.max_segment_seconds", "must be at least hls.segment_seconds")
+    if not 2 <= cfg.hls.window <= 100:
+        raise ConfigError("hls.window", "expected between 2 and 100")
+    if cfg.store.max_bytes < 16 * 1024 * 1024:
+        raise ConfigError("store.max_bytes", "expected at least 16 MiB")
+    if cfg.store.retention_segments < 0:
+        raise ConfigError("store.retention_segments", "must not be negative")
+    if not 1024 <= cfg.rtmp.max_chunk_size <= 16 * 1024 * 1024:
+        raise ConfigError("rtmp.max_chunk_size", "expected between 1024 and 16777216")
+    if not 64 * 1024 <= cfg.rtmp.max_message_size <= 64 * 1024 * 1024:
+        raise ConfigError("rtmp.max_message_size", "expected between 65536 and 67108864")
+    for name, value in (("rtmp.handshake_timeout", cfg.rtmp.handshake_timeout),
+                        ("rtmp.idle_timeout", cfg.rtmp.idle_timeout),
+                        ("srt.idle_timeout", cfg.srt.idle_timeout),
+                        ("origin.heartbeat_seconds", cfg.origin.heartbeat_seconds)):
+        if value <= 0:
+            raise ConfigError(name, "must be positive")
+    if cfg.srt.pbkeylen not in (0, 16, 24, 32):
+        raise ConfigError("srt.pbkeylen", "expected 0, 16, 24 or 32")
+    if cfg.srt.passphrase and not 10 <= len(cfg.srt.passphrase) <= 79:
+        raise ConfigError("srt.passphrase", "SRT passphrases are 10 to 79 characters")
+    for ch, pw in cfg.srt.channel_passphrases.items():
+        if not 10 <= len(pw) <= 79:
+            raise ConfigError(f"srt.channel_passphrases.{ch}", "SRT passphrases are 10 to 79 characters")
+    if cfg.transcode.encoder not in ("auto", "nvenc", "x264"):
+        raise ConfigError("transcode.encoder", "expected auto, nvenc or x264")
+    seen: set[str] = set()
+    for key, channel in cfg.channels.items():
+        if not _KEY_RE.match(key):
+            raise ConfigError(f"channels.{key}", "stream keys are 1-128 characters of A-Z a-z 0-9 _ . ~ -")
+        if not _CHANNEL_RE.match(channel):
+            raise ConfigError(f"channels.{key}", f"invalid channel name {channel!r} (A-Z a-z 0-9 _ . -, max 64)")
+        if channel in seen:
+            raise ConfigError(f"channels.{key}", f"channel {channel!r} has two stream keys")
+        seen.add(channel)
+
+
+def valid_channel_name(name: str) -> bool:
+    return bool(_CHANNEL_RE.match(name))

@@ -1,0 +1,32 @@
+"""edged_* Prometheus metrics of the core media path. Labels are bounded: no viewer labels, and a
+channel label only where the channel is live (removed when it ends)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STREAMS_LIVE = Gauge("edged_streams_live", "Live publishers by ingest protocol", ["source"])
+STREAM_DROPPED = Counter(
+    "edged_stream_dropped_packets_total", "Packets dropped for readers that fell behind", ["reader"]
+)
+RTMP_CONNECTIONS = Gauge("edged_rtmp_connections", "Open RTMP connections")
+RTMP_REJECTED = Counter("edged_rtmp_rejected_total", "RTMP connections ended by us, by reason", ["reason"])
+INGEST_BYTES = Counter("edged_ingest_bytes_total", "Media payload bytes received", ["source"])
+PUBLISH_REFUSED = Counter("edged_publish_refused_total", "Publishes refused, by reason", ["source", "reason"])
+
+SEGMENTS_WRITTEN = Counter("edged_segments_written_total", "Segments written to the store", ["rendition"])
+SEGMENT_BYTES = Counter("edged_segment_bytes_total", "Segment payload bytes written", ["rendition"])
+INGEST_TO_PLAYLIST = Histogram(
+    "edged_ingest_to_playlist_seconds",
+    "Time from a segment's first packet arriving at the ingest socket to the segment being listed",
+    buckets=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15),
+)
+WORKER_RESTARTS = Counter("edged_pipeline_worker_restarts_total", "Pipeline worker processes restarted after a failure")
+WORKER_FAILURES = Counter("edged_pipeline_worker_failures_total", "Pipeline worker processes that exited abnormally")
+WORKERS = Gauge("edged_pipeline_workers", "Running pipeline worker processes")
+
+STORE_BYTES = Gauge("edged_store_bytes", "Segment payload bytes held in the LMDB store")
+STORE_EVICTED = Counter("edged_store_evicted_segments_total", "Segments evicted from the store")
+
+HTTP_REQUESTS = Counter("edged_http_requests_total", "HTTP requests by route and status class", ["route", "code"])
+HTTP_BYTES = Counter("edged_http_sent_bytes_total", "Response body bytes sent", ["route"])
