@@ -13,6 +13,11 @@ class StreamKeyAuthorizer(Protocol):
 
     async def authorize(self, stream_key: str, *, protocol: str, remote: str) -> str: ...
 
+    def lookup(self, stream_key: str) -> str | None:
+        """Synchronous best-effort answer (from a map or a cache) for callers that cannot await,
+        such as libsrt's listen callback; `authorize` stays the definitive check."""
+        ...
+
 
 class StaticAuthorizer:
     """Authorizes against the embedded key → channel map from the config or `--channel` flags."""
@@ -25,3 +30,6 @@ class StaticAuthorizer:
         if channel is None:
             raise AuthError("unknown stream key")
         return channel
+
+    def lookup(self, stream_key: str) -> str | None:
+        return self._keys.get(stream_key)
