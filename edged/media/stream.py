@@ -72,6 +72,15 @@ class Reader:
     def get_nowait(self) -> MediaPacket | None:
         return self._queue.get_nowait()
 
+    def resync(self) -> None:
+        """Discard what is queued and resume at the next keyframe (a new consumer took over)."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:  # keep the end marker
+                self._queue.put_nowait(None)
+                return
+        self._waiting_key = True
+
     def qsize(self) -> int:
         return self._queue.qsize()
 

@@ -1,0 +1,127 @@
+"""Composition root of the edged daemon: start parts in order, stop them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any, Protocol
+
+from edged import __version__, sdnotify
+from edged.config import Config
+from edged.errors import DependencyMissing
+from edged.http.app import HttpFront
+from edged.ingest.auth import StaticAuthorizer, StreamKeyAuthorizer
+from edged.ingest.rtmp_server import RtmpServer
+from edged.media.hub import StreamHub
+from edged.media.transcode.supervisor import PipelineSupervisor
+from edged.store.segments import SegmentStore
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+STOP_GRACE = 10.0  # s for each component to stop
+
+
+class EdgeApp:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.hub = StreamHub()
+        self.started_at = time.monotonic()
+        self.store: SegmentStore | None = None
+        self.authorizer: StreamKeyAuthorizer = StaticAuthorizer(cfg.channels)
+        self.rtmp: RtmpServer | None = None
+        self.http: HttpFront | None = None
+        self.srt: Any = None
+        self.supervisor: PipelineSupervisor | None = None
+        self._started: list[Component] = []
+        self._stop_event = asyncio.Event()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+            "live_channels": self.hub.live_channels(),
+            "rtmp_port": self.rtmp.port if self.rtmp else None,
+            "srt_port": getattr(self.srt, "port", None),
+        }
+
+    async def _start(self, comp: Component) -> None:
+        await comp.start()
+        self._started.append(comp)
+
+    async def start(self) -> None:
+        data = self.cfg.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        store_path = str(data / "store")
+        self.store = SegmentStore(store_path, self.cfg.store.max_bytes)
+        offline = await asyncio.to_thread(self.store.mark_all_offline)
+        if offline:
+            log.info("channels left live by a previous run marked offline: %s", ", ".join(offline))
+        self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path)
+        await self._start(self.supervisor)
+        self.http = HttpFront(self.cfg, self.store, self.health)
+        await self._start(self.http)
+        if self.cfg.rtmp.enabled:
+            self.rtmp = RtmpServer(self.cfg.rtmp, self.hub, self.authorizer)
+            await self._start(self.rtmp)
+        if self.cfg.srt.enabled:
+            await self._start_srt()
+        sdnotify.notify(f"READY=1\nSTATUS=serving; rtmp={self.rtmp.port if self.rtmp else '-'}")
+        log.info("edged %s ready (data dir %s)", __version__, data)
+
+    async def _start_srt(self) -> None:
+        try:
+            from edged.ingest.srt_server import SrtServer
+        except ImportError as exc:
+            log.warning("SRT ingest unavailable: %s", exc)
+            return
+        srt = SrtServer(self.cfg.srt, self.hub, self.authorizer)
+        try:
+            await srt.start()
+        except DependencyMissing as exc:
+            log.warning("SRT ingest disabled: %s", exc)
+            return
+        self.srt = srt
+        self._started.append(srt)
+
+    async def stop(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        for comp in reversed(self._started):
+            try:
+                await asyncio.wait_for(comp.stop(), STOP_GRACE)
+            except Exception:  # keep stopping the rest
+                log.exception("error stopping %s", type(comp).__name__)
+        self._started.clear()
+        if self.store is not None:
+            self.store.close()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop_event.set)
+        try:
+            await self.start()
+            wd = sdnotify.watchdog_interval()
+            wd_task = loop.create_task(self._watchdog(wd)) if wd else None
+            await self._stop_event.wait()
+            log.info("stopping")
+            if wd_task is not None:
+                wd_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wd_task
+        finally:
+            await self.stop()

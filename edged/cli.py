@@ -1,0 +1,117 @@
+"""`edged` command line: `edged run ...`. Exit 0 ok, 1 operational failure, 2 usage/config error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from edged import __version__
+from edged.config import load, parse_hostport, valid_channel_name
+from edged.errors import ConfigError, EdgedError
+
+log = logging.getLogger("edged")
+
+
+def _channel_pair(value: str) -> tuple[str, str]:
+    name, sep, key = value.partition(":")
+    if not sep or not name or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME:STREAMKEY, got {value!r}")
+    if not valid_channel_name(name):
+        raise argparse.ArgumentTypeError(f"invalid channel name {name!r} (A-Z a-z 0-9 _ . -, max 64)")
+    return name, key
+
+
+def _hostport(value: str) -> str:
+    try:
+        parse_hostport(value, "flag")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("config: flag: ")) from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edged", description="Live-video edge appliance daemon.")
+    p.add_argument("--version", action="version", version=f"edged {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon", description="Run the edge daemon.")
+    run.add_argument("--config", metavar="FILE", help="TOML configuration file (flags win over it)")
+    run.add_argument("--data-dir", metavar="DIR", help="LMDB store, identity and state (default ./var/edged)")
+    run.add_argument("--rtmp", metavar="HOST:PORT", type=_hostport, help="RTMP listener (default 0.0.0.0:1935)")
+    run.add_argument("--http", metavar="HOST:PORT", type=_hostport, help="HTTP listener (default 0.0.0.0:8080)")
+    run.add_argument("--srt", metavar="HOST:PORT", type=_hostport, help="SRT listener, UDP (default 0.0.0.0:9000)")
+    run.add_argument("--srt-passphrase", metavar="SECRET", help="require this SRT passphrase (10-79 characters)")
+    run.add_argument("--no-srt", action="store_true", help="do not listen for SRT")
+    run.add_argument("--channel", metavar="NAME:STREAMKEY", action="append", type=_channel_pair, default=[],
+                     help="allow STREAMKEY to publish channel NAME (repeatable)")
+    run.add_argument("--origin", metavar="HOST:PORT|auto", help="origin controller to enroll with and report to")
+    run.add_argument("--enroll-token", metavar="TOKEN", help="one-time bootstrap token from `originctl token create`")
+    run.add_argument("--segment-seconds", type=float, metavar="S", help="target HLS segment duration (default 2)")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    if args.data_dir:
+        o["data_dir"] = args.data_dir
+    if args.log_level:
+        o["log_level"] = args.log_level
+    if args.rtmp:
+        o.setdefault("rtmp", {})["listen"] = args.rtmp
+    if args.http:
+        o.setdefault("http", {})["listen"] = args.http
+    if args.srt:
+        o.setdefault("srt", {})["listen"] = args.srt
+    if args.srt_passphrase is not None:
+        o.setdefault("srt", {})["passphrase"] = args.srt_passphrase
+    if args.no_srt:
+        o.setdefault("srt", {})["enabled"] = False
+    if args.segment_seconds is not None:
+        o.setdefault("hls", {})["segment_seconds"] = args.segment_seconds
+    if args.origin is not None:
+        o.setdefault("origin", {})["address"] = args.origin
+    if args.enroll_token is not None:
+        o.setdefault("origin", {})["enroll_token"] = args.enroll_token
+    if args.channel:
+        o["channels"] = {key: name for name, key in args.channel}
+    return o
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = load(args.config, _overrides(args))
+    from edged import log as edlog
+    from edged.app import EdgeApp
+
+    edlog.setup(cfg.log_level)
+    if not cfg.channels and not cfg.origin.address:
+        log.warning("no channels configured: every publish will be refused (use --channel NAME:STREAMKEY)")
+    try:
+        asyncio.run(EdgeApp(cfg).run())
+    except OSError as exc:
+        print(f"edged: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+    except ConfigError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The one HTTP front: HLS, /healthz, /metrics, embedded in the daemon's loop via AppRunner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edged import metrics
+from edged.config import Config, parse_hostport
+from edged.http.hls import HlsHandlers
+from edged.store.segments import SegmentStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_ROUTE_NAMES = {"master": "master", "media": "media", "segment": "segment"}
+
+
+@web.middleware
+async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    origin = request.app["cors_origin"]
+    if request.method == "OPTIONS":
+        resp: web.StreamResponse = web.Response(status=204)
+    else:
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            resp = exc
+    resp.headers["Access-Control-Allow-Origin"] = origin
+    resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+    resp.headers["Access-Control-Allow-Headers"] = "Range, Origin, Accept"
+    resp.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range"
+    route = getattr(request.match_info.route, "handler", None)
+    name = getattr(route, "__name__", "other")
+    metrics.HTTP_REQUESTS.labels(route=_ROUTE_NAMES.get(name, name if name in ("healthz", "metrics_view") else "other"),
+                                 code=f"{resp.status // 100}xx").inc()
+    if isinstance(resp, web.HTTPException) and resp.status >= 400:
+        return resp
+    return resp
+
+
+class HttpFront:
+    def __init__(self, cfg: Config, store: SegmentStore, health: Callable[[], dict[str, object]]) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.health = health
+        self.app = web.Application(middlewares=[_cors_and_metrics])
+        self.app["cors_origin"] = cfg.http.cors_origin
+        HlsHandlers(cfg, store).add_routes(self.app)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/metrics", self.metrics_view)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", **self.health()})
+
+    async def metrics_view(self, request: web.Request) -> web.StreamResponse:
+        metrics.STORE_BYTES.set(self.store.total_bytes())
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self) -> None:
+        host, port = parse_hostport(self.cfg.http.listen, "http.listen")
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("HTTP listening on %s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

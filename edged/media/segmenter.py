@@ -1,0 +1,182 @@
+"""Cut a rendition's packets into HLS segments at keyframes and mux each one in memory.
+
+A segment ends at the first video keyframe whose pts is at least `segment_seconds` past the
+segment's first pts (so every segment starts with an IDR, as gohlslib puts it "at least one IDR"),
+or past `max_segment_seconds` without one (bounds memory for a broken encoder). Audio-only
+renditions cut on time. The rule depends only on packet timestamps, so renditions whose encoders
+place keyframes at the same pts cut on the same boundaries.
+
+MPEG-TS now; the container is chosen in one place (`_open`) so CMAF can follow for LL-HLS.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+
+from edged.media.packet import CodecConfig, MediaPacket
+
+TS_TIME_BASE = Fraction(1, 90000)
+
+
+@dataclass(slots=True)
+class Segment:
+    """A finished segment: what the store needs, plus measurements for metrics."""
+
+    rendition: str
+    seq: int
+    duration: float
+    discontinuity: bool
+    disc_seq: int
+    start_pts: float
+    program_date_time: float
+    payload: bytes
+    first_arrival: float
+    video_frames: int
+    width: int = 0
+    height: int = 0
+    codecs: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _Muxer:
+    """One in-memory MPEG-TS file."""
+
+    def __init__(self, video: CodecConfig | None, audio: CodecConfig | None) -> None:
+        self.buf = io.BytesIO()
+        self.container = av.open(self.buf, "w", format="mpegts")
+        self.video_stream = None
+        self.audio_stream = None
+        if video is not None:
+            vs = self.container.add_stream(video.codec)
+            vs.codec_context.width = video.width
+            vs.codec_context.height = video.height
+            if video.extradata:
+                vs.codec_context.extradata = video.extradata
+            self.video_stream = vs
+        if audio is not None:
+            ast = self.container.add_stream(audio.codec, rate=audio.sample_rate or 48000)
+            if audio.extradata:
+                ast.codec_context.extradata = audio.extradata  # the TS muxer writes ADTS from it
+            self.audio_stream = ast
+
+    def write(self, pkt: MediaPacket) -> None:
+        stream = self.video_stream if pkt.kind == "video" else self.audio_stream
+        if stream is None:
+            return
+        p = av.Packet(pkt.data)
+        p.time_base = pkt.time_base
+        p.pts = pkt.pts
+        p.dts = pkt.dts
+        p.is_keyframe = pkt.keyframe
+        p.stream = stream
+        self.container.mux(p)
+
+    def close(self) -> bytes:
+        self.container.close()
+        return self.buf.getvalue()
+
+
+class Segmenter:
+    """Per-rendition cutter; `push` returns the segments finished by that packet."""
+
+    def __init__(self, rendition: str, *, segment_seconds: float, max_segment_seconds: float,
+                 next_seq: int, disc_seq: int, discontinuity: bool, expect_video: bool = True) -> None:
+        self.rendition = rendition
+        self.segment_seconds = segment_seconds
+        self.max_segment_seconds = max_segment_seconds
+        self.next_seq = next_seq
+        self.disc_seq = disc_seq
+        self._pending_disc = discontinuity
+        self._packets: list[MediaPacket] | None = None  # the open segment, muxed when it is cut
+        self._start_pts = 0.0
+        self._last_pts = 0.0
+        self._first_arrival = 0.0
+        self._pdt = 0.0
+        self._frames = 0
+        self._video: CodecConfig | None = None
+        self._audio: CodecConfig | None = None
+        self._has_video = False
+        self._expect_video = expect_video  # audio before the first video keyframe is dropped
+
+    def push(self, pkt: MediaPacket) -> list[Segment]:
+        out: list[Segment] = []
+        t = pkt.pts_seconds
+        if pkt.kind == "video":
+            self._has_video = True
+            config_changed = self._video is not None and pkt.config != self._video
+            if self._packets is not None and pkt.keyframe and (
+                config_changed or t - self._start_pts >= self.segment_seconds - 1e-3
+            ):
+                out.append(self._finish(end_pts=t))
+                if config_changed:
+                    self._pending_disc = True
+            elif self._packets is not None and t - self._start_pts >= self.max_segment_seconds:
+                out.append(self._finish(end_pts=t))
+            self._video = pkt.config
+            if self._packets is None and not pkt.keyframe:
+                return out  # a segment must start with a keyframe
+        else:
+            if self._audio is not None and pkt.config != self._audio and self._packets is not None:
+                out.append(self._finish(end_pts=t))
+                self._pending_disc = True
+            self._audio = pkt.config
+            if self._packets is None and (self._has_video or self._expect_video):
+                return out  # wait for the next video keyframe
+            if self._packets is not None and not self._has_video and t - self._start_pts >= self.segment_seconds - 1e-3:
+                out.append(self._finish(end_pts=t))
+        if self._packets is None:
+            self._begin(pkt)
+        assert self._packets is not None
+        self._packets.append(pkt)
+        if pkt.kind == "video":
+            self._frames += 1
+        self._last_pts = max(self._last_pts, t)
+        return out
+
+    def _begin(self, pkt: MediaPacket) -> None:
+        self._packets = []
+        self._start_pts = pkt.pts_seconds
+        self._last_pts = self._start_pts
+        self._first_arrival = pkt.arrival
+        self._pdt = time.time()
+        self._frames = 0
+
+    def _finish(self, end_pts: float | None) -> Segment:
+        assert self._packets is not None
+        # Muxed at the cut, when every track of the segment is known (audio may start late).
+        packets, self._packets = self._packets, None
+        video = self._video if self._has_video else None
+        audio = next((p.config for p in packets if p.kind == "audio"), None)
+        mux = _Muxer(video, audio)
+        for p in packets:
+            mux.write(p)
+        payload = mux.close()
+        if end_pts is None:
+            # Last segment of a stream: up to the last packet plus one frame interval.
+            frame = (self._last_pts - self._start_pts) / max(1, self._frames - 1) if self._frames > 1 else 0.0
+            end_pts = self._last_pts + frame
+        duration = max(0.001, end_pts - self._start_pts)
+        disc = self._pending_disc and self.next_seq > 0
+        if disc:
+            self.disc_seq += 1
+        self._pending_disc = False
+        seg = Segment(
+            rendition=self.rendition, seq=self.next_seq, duration=duration, discontinuity=disc,
+            disc_seq=self.disc_seq, start_pts=self._start_pts, program_date_time=self._pdt, payload=payload,
+            first_arrival=self._first_arrival, video_frames=self._frames,
+            width=self._video.width if self._video and self._has_video else 0,
+            height=self._video.height if self._video and self._has_video else 0,
+            codecs=tuple(c.codec_string for c in (self._video if self._has_video else None, self._audio) if c),
+        )
+        self.next_seq += 1
+        return seg
+
+    def flush(self) -> list[Segment]:
+        """End of stream: finish the open segment, if any."""
+        if self._packets is None:
+            return []
+        return [self._finish(end_pts=None)]

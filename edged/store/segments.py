@@ -1,0 +1,233 @@
+"""The one segment store: a single LMDB environment in the data dir.
+
+Named databases:
+  segments  key(channel, rendition, seq) → segment payload bytes
+  meta      key(channel, rendition, seq) → JSON SegmentMeta
+  seq       prefix(channel, rendition)   → JSON {"next": N, "disc": D}: the next sequence number and
+                                           discontinuity count, persisted in the same transaction
+                                           as the segment, so a number is never reused after kill -9
+  age       written_ns + segment key     → b"" (oldest-first index for size-bound eviction)
+  channels  channel                      → JSON channel info (renditions, live flag, session)
+  stats     b"bytes"                     → total payload bytes held
+
+Writers are pipeline worker processes (one transaction per segment); readers are HTTP handlers
+in the main process. LMDB makes that safe across processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from edged.errors import StoreError
+from edged.store import keys
+
+_DBS = (b"segments", b"meta", b"seq", b"age", b"channels", b"stats")
+_BYTES_KEY = b"bytes"
+# Room LMDB needs beyond the payload bound: B-tree pages, metadata, free pages awaiting reuse.
+_OVERHEAD_FRACTION = 0.5
+_MIN_OVERHEAD = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMeta:
+    channel: str
+    rendition: str
+    seq: int
+    duration: float  # seconds
+    discontinuity: bool  # first segment after a publisher (re)connect or a worker restart
+    disc_seq: int  # discontinuities up to and including this segment
+    start_pts: float  # seconds, media time of the first packet
+    program_date_time: float  # wall clock (epoch seconds) of the first packet
+    size: int  # bytes
+    written_ns: int  # wall clock (epoch ns) of the commit; also the age-index key
+    first_arrival: float = 0.0  # monotonic arrival of the first packet at the ingest socket
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | memoryview) -> SegmentMeta:
+        return cls(**json.loads(bytes(raw)))
+
+
+def map_size_for(max_bytes: int) -> int:
+    return int(max_bytes + max(_MIN_OVERHEAD, max_bytes * _OVERHEAD_FRACTION))
+
+
+class SegmentStore:
+    """Opens the environment; sync methods (call writers off the event loop)."""
+
+    def __init__(self, path: str | Path, max_bytes: int, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(self.path), map_size=map_size_for(max_bytes), max_dbs=len(_DBS), subdir=True,
+                readonly=False, lock=True, metasync=True, sync=True, readahead=False, max_readers=512,
+            )
+            self._db = {name.decode(): self.env.open_db(name) for name in _DBS}
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open segment store at {self.path}: {exc}") from exc
+        self._readonly = readonly
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- writes (pipeline worker processes) -------------------------------------------------
+    def sequence_state(self, channel: str, rendition: str) -> tuple[int, int]:
+        """(next sequence number, discontinuity count) for a rendition."""
+        with self.env.begin(db=self._db["seq"]) as txn:
+            raw = txn.get(keys.prefix(channel, rendition))
+        if raw is None:
+            return 0, 0
+        d = json.loads(raw)
+        return int(d["next"]), int(d["disc"])
+
+    def put_segment(self, meta: SegmentMeta, payload: bytes, keep: int) -> int:
+        """Store one segment, its metadata and the next sequence number in one transaction, then
+        evict beyond `keep` segments for this rendition and beyond max_bytes overall.
+        Returns the number of segments evicted."""
+        for attempt in range(3):
+            try:
+                return self._put(meta, payload, keep)
+            except lmdb.MapFullError:
+                # Free pages are reused only after readers move on; evict harder and retry.
+                self._evict_oldest(max(1, 4 << attempt))
+            except lmdb.Error as exc:
+                raise StoreError(f"segment write failed: {exc}") from exc
+        raise StoreError("segment store full even after eviction; raise store.max_bytes")
+
+    def _put(self, meta: SegmentMeta, payload: bytes, keep: int) -> int:
+        key = keys.segment_key(meta.channel, meta.rendition, meta.seq)
+        evicted = 0
+        with self.env.begin(write=True) as txn:
+            total = int(txn.get(_BYTES_KEY, b"0", db=self._db["stats"]))
+            old = txn.get(key, db=self._db["segments"])
+            if old is not None:  # never expected (numbers are not reused), but keep the total right
+                total -= len(old)
+            txn.put(key, payload, db=self._db["segments"])
+            txn.put(key, meta.to_json(), db=self._db["meta"])
+            txn.put(keys.age_key(meta.written_ns, key), b"", db=self._db["age"])
+            seq_state = json.dumps({"next": meta.seq + 1, "disc": meta.disc_seq}).encode()
+            txn.put(keys.prefix(meta.channel, meta.rendition), seq_state, db=self._db["seq"])
+            total += len(payload)
+            # Per-rendition retention: drop sequence numbers older than seq - keep.
+            pre = keys.prefix(meta.channel, meta.rendition)
+            cur = txn.cursor(db=self._db["meta"])
+            if cur.set_range(pre):
+                while cur.key().startswith(pre):
+                    seq = int.from_bytes(cur.key()[-8:], "big")
+                    if seq > meta.seq - keep:
+                        break
+                    k = bytes(cur.key())
+                    total -= self._delete(txn, k)
+                    evicted += 1
+                    if not cur.set_range(k):
+                        break
+            evicted += self._evict_by_size(txn, total)
+        return evicted
+
+    def _delete(self, txn: lmdb.Transaction, seg_key: bytes) -> int:
+        """Delete a segment's payload, metadata and age entry. Returns its size."""
+        payload = txn.get(seg_key, db=self._db["segments"])
+        size = len(payload) if payload is not None else 0
+        raw = txn.get(seg_key, db=self._db["meta"])
+        if raw is not None:
+            txn.delete(keys.age_key(SegmentMeta.from_json(raw).written_ns, seg_key), db=self._db["age"])
+        txn.delete(seg_key, db=self._db["segments"])
+        txn.delete(seg_key, db=self._db["meta"])
+        return size
+
+    def _evict_by_size(self, txn: lmdb.Transaction, total: int) -> int:
+        evicted = 0
+        cur = txn.cursor(db=self._db["age"])
+        while total > self.max_bytes and cur.first():
+            seg_key = keys.seg_key_of_age_key(bytes(cur.key()))
+            cur.delete()
+            if txn.get(seg_key, db=self._db["segments"]) is not None:
+                total -= self._delete(txn, seg_key)
+                evicted += 1
+        txn.put(_BYTES_KEY, str(max(total, 0)).encode(), db=self._db["stats"])
+        return evicted
+
+    def _evict_oldest(self, n: int) -> None:
+        with self.env.begin(write=True) as txn:
+            total = int(txn.get(_BYTES_KEY, b"0", db=self._db["stats"]))
+            cur = txn.cursor(db=self._db["age"])
+            done = 0
+            while done < n and cur.first():
+                seg_key = keys.seg_key_of_age_key(bytes(cur.key()))
+                cur.delete()
+                if txn.get(seg_key, db=self._db["segments"]) is not None:
+                    total -= self._delete(txn, seg_key)
+                    done += 1
+            txn.put(_BYTES_KEY, str(max(total, 0)).encode(), db=self._db["stats"])
+
+    def update_channel(self, channel: str, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into the channel's info record."""
+        with self.env.begin(write=True, db=self._db["channels"]) as txn:
+            raw = txn.get(channel.encode())
+            info: dict[str, Any] = json.loads(raw) if raw else {}
+            info.update(fields)
+            txn.put(channel.encode(), json.dumps(info, separators=(",", ":")).encode())
+        return info
+
+    def mark_all_offline(self) -> list[str]:
+        """At daemon start no publisher is connected: every channel is offline."""
+        changed = []
+        with self.env.begin(write=True, db=self._db["channels"]) as txn:
+            for k, v in list(txn.cursor()):
+                info = json.loads(v)
+                if info.get("live"):
+                    info["live"] = False
+                    txn.put(k, json.dumps(info, separators=(",", ":")).encode())
+                    changed.append(bytes(k).decode())
+        return changed
+
+    # -- reads (HTTP handlers; cheap, never block on writers) -------------------------------
+    def channel(self, channel: str) -> dict[str, Any] | None:
+        with self.env.begin(db=self._db["channels"]) as txn:
+            raw = txn.get(channel.encode())
+        return json.loads(raw) if raw else None
+
+    def channels(self) -> dict[str, dict[str, Any]]:
+        with self.env.begin(db=self._db["channels"]) as txn:
+            return {bytes(k).decode(): json.loads(v) for k, v in txn.cursor()}
+
+    def recent(self, channel: str, rendition: str, limit: int) -> list[SegmentMeta]:
+        """The last `limit` segments of a rendition, oldest first."""
+        pre = keys.prefix(channel, rendition)
+        out: list[SegmentMeta] = []
+        with self.env.begin(db=self._db["meta"], buffers=True) as txn:
+            cur = txn.cursor()
+            # Position on the last key of this prefix: the first key past it, then step back.
+            end = pre[:-1] + bytes([pre[-1] + 1])
+            ok = cur.set_range(end)
+            ok = cur.prev() if ok else cur.last()
+            while ok and bytes(cur.key()).startswith(pre) and len(out) < limit:
+                out.append(SegmentMeta.from_json(cur.value()))
+                ok = cur.prev()
+        out.reverse()
+        return out
+
+    def read(self, channel: str, rendition: str, seq: int) -> bytes | None:
+        """A segment's payload: one copy out of the memory map, none before."""
+        with self.env.begin(db=self._db["segments"], buffers=True) as txn:
+            buf = txn.get(keys.segment_key(channel, rendition, seq))
+            return bytes(buf) if buf is not None else None
+
+    def iter_segment_keys(self) -> Iterator[tuple[str, str, int]]:
+        with self.env.begin(db=self._db["meta"]) as txn:
+            for k in txn.cursor().iternext(keys=True, values=False):
+                yield keys.split_segment_key(bytes(k))
+
+    def total_bytes(self) -> int:
+        with self.env.begin(db=self._db["stats"]) as txn:
+            return int(txn.get(_BYTES_KEY, b"0"))

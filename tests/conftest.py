@@ -1,0 +1,37 @@
+"""Shared fixtures: free ports, generated media, and process helpers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that was free a moment ago on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is required (make test installs it with apt-get)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s of 640x360 30 fps H.264 (GOP 1 s) + 48 kHz AAC in FLV, made by Debian's ffmpeg."""
+    out = tmp_path_factory.mktemp("media") / "sample.flv"
+    subprocess.run(
+        [need("ffmpeg"), "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "6", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", str(out)],
+        check=True, timeout=60,
+    )
+    return out
