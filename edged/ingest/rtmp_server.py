@@ -48,6 +48,7 @@ class RtmpConnection:
         self.normalizer = FlvNormalizer()
         self._warned: set[str] = set()
         self.channel = "-"
+        self.published = False  # after the first publish the idle timeout applies, not the handshake one
 
     async def run(self) -> None:
         reason, metric = "peer closed the connection", ""
@@ -77,7 +78,7 @@ class RtmpConnection:
     async def _loop(self) -> None:
         started = time.monotonic()
         while True:
-            if self.stream is None:
+            if self.stream is None and not self.published:
                 remaining = self.cfg.handshake_timeout - (time.monotonic() - started)
                 if remaining <= 0:
                     raise _Closed("no publish request within the handshake timeout", "handshake_timeout")
@@ -87,7 +88,7 @@ class RtmpConnection:
             try:
                 data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
             except TimeoutError:
-                if self.stream is None:
+                if self.stream is None and not self.published:
                     raise _Closed("no publish request within the handshake timeout", "handshake_timeout") from None
                 raise _Closed(f"no data for {self.cfg.idle_timeout:g}s", "idle_timeout") from None
             arrival = time.monotonic()
@@ -167,6 +168,7 @@ class RtmpConnection:
                         self.remote, channel)
             return False
         self.stream_id = event.stream_id
+        self.published = True
         self.session.accept_publish(event.stream_id)
         log.info("rtmp conn=%s channel=%s publishing", self.remote, channel)
         return True
