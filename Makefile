@@ -25,8 +25,10 @@ deps: $(STAMP) apt proto
 
 # Generated gRPC code is a build output (never committed): proto path = package path.
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. $$(find proto -name '*.proto')
-	@for d in $$(find proto -type d | sed 's|^proto/\?||' | grep -v '^$$'); do touch $$d/__init__.py; done
+	@protos=$$(find proto -name '*.proto' 2>/dev/null); if [ -n "$$protos" ]; then \
+		$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. $$protos && \
+		for d in $$(find proto -mindepth 1 -type d | sed 's|^proto/||'); do touch $$d/__init__.py; done; \
+	fi
 
 run: deps
 	@echo "publish: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:1935/live/demo-key"
