@@ -122,7 +122,7 @@ def summarize(name: str, tags: list[tuple[str, int, bytes]], sent: dict[int, flo
 async def run_edged(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, float]:
     rtmp, http = free_port(), free_port()
     data = tempfile.mkdtemp()
-    proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "--data-dir", data, "--rtmp", f"127.0.0.1:{rtmp}",
+    proc = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "edged", "run", "--data-dir", data, "--rtmp", f"127.0.0.1:{rtmp}",
                              "--http", f"127.0.0.1:{http}", "--no-srt", "--channel", "bench:benchkey",
                              "--log-level", "warning"], cwd=REPO)
     url = f"http://127.0.0.1:{http}/live/bench/source/index.m3u8"
@@ -155,7 +155,7 @@ async def run_edged(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, f
 async def run_ffmpeg(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, float]:
     port = free_port()
     d = tempfile.mkdtemp()
-    proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-listen", "1", "-i", f"rtmp://127.0.0.1:{port}/live/k",
+    proc = await asyncio.to_thread(subprocess.Popen, ["ffmpeg", "-loglevel", "error", "-listen", "1", "-i", f"rtmp://127.0.0.1:{port}/live/k",
                              "-c", "copy", "-f", "hls", "-hls_time", str(SEGMENT), "-hls_list_size", "6",
                              f"{d}/index.m3u8"])
     path = Path(d) / "index.m3u8"

@@ -7,9 +7,9 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from edged import metrics
 from edged.errors import PublisherBusy
 from edged.media.stream import Stream
-from edged import metrics
 
 log = logging.getLogger(__name__)
 

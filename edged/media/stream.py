@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 
-from edged.media.packet import CodecConfig, MediaPacket
 from edged import metrics
+from edged.media.packet import CodecConfig, MediaPacket
 
 log = logging.getLogger(__name__)
 

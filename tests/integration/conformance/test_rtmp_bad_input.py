@@ -55,9 +55,9 @@ def _chunk(csid: int, type_id: int, payload: bytes, length: int | None = None, c
     return out
 
 
-async def _closed_by_server(r: asyncio.StreamReader, timeout: float = 5.0) -> bool:
+async def _closed_by_server(r: asyncio.StreamReader, wait_s: float = 5.0) -> bool:
     try:
-        while await asyncio.wait_for(r.read(65536), timeout):
+        while await asyncio.wait_for(r.read(65536), wait_s):
             pass
     except ConnectionError:
         pass
@@ -68,7 +68,7 @@ def _amf_string(s: str) -> bytes:
     return b"\x02" + len(s).to_bytes(2, "big") + s.encode()
 
 
-async def _publisher(port: int) -> subprocess.Popen[bytes]:
+def _publisher(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [need("ffmpeg"), "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
          "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-f", "flv",
@@ -82,7 +82,7 @@ async def test_bad_inputs_end_one_connection(server: tuple[RtmpServer, StreamHub
     caplog.set_level(logging.INFO)
     streams: list[Stream] = []
     hub.add_listener(streams.append)
-    pub = await _publisher(srv.port)
+    pub = _publisher(srv.port)
     try:
         for _ in range(100):
             if streams:
