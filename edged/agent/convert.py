@@ -1,0 +1,75 @@
+"""Agent dataclasses → protobuf messages (the only agent module besides link.py that imports edgenet)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from edged.agent.status import NodeStatus
+from edged.agent.telemetry import GPU_OK, NO_GPU, NVML_ERROR, GpuReading, GpuState, HostReading
+from edgenet.v1 import common_pb2 as pb
+from edgenet.v1 import edge_pb2
+
+_GPU_STATUS = {GPU_OK: pb.GPU_STATUS_OK, NO_GPU: pb.GPU_STATUS_NO_GPU, NVML_ERROR: pb.GPU_STATUS_NVML_ERROR}
+_GPU_OPTIONAL = frozenset(("encoder_capacity_h264_pct", "encoder_capacity_hevc_pct", "ecc_corrected_volatile",
+                           "ecc_uncorrected_volatile", "xid_errors", "last_xid", "pcie_replay_counter"))
+_GPU_PLAIN = tuple(f.name for f in fields(GpuReading) if f.name not in _GPU_OPTIONAL and f.name != "unsupported")
+
+
+def gpu_to_pb(g: GpuReading) -> pb.GpuSample:
+    m = pb.GpuSample(**{name: getattr(g, name) for name in _GPU_PLAIN}, unsupported=list(g.unsupported))
+    for name in _GPU_OPTIONAL:
+        value = getattr(g, name)
+        if value is not None:
+            setattr(m, name, value)
+    return m
+
+
+def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, status: NodeStatus) -> pb.Report:
+    return pb.Report(
+        seq=seq,
+        sent_unix_us=sent_unix_us,
+        node=pb.NodeStats(
+            cpu_load1=host.cpu_load1, cpu_count=host.cpu_count, memory_used_bytes=host.memory_used_bytes,
+            memory_total_bytes=host.memory_total_bytes, active_streams=status.active_streams,
+            viewers=status.viewers, egress_bps=max(0, int(status.egress_bps)), cache_bytes=status.cache_bytes,
+            cache_capacity_bytes=status.cache_capacity_bytes, transcodes=status.transcodes,
+            live_channels=list(status.live_channels),
+        ),
+        gpu_status=_GPU_STATUS[gpu.status],
+        gpu_error=gpu.error,
+        gpus=[gpu_to_pb(g) for g in gpu.gpus],
+    )
+
+
+def node_info_to_pb(
+    *, name: str, hostname: str, site: str, version: str, latitude: float | None, longitude: float | None,
+    prefixes: tuple[str, ...], public_url: str, status: NodeStatus, heartbeat_seconds: float, gpu: GpuState | None,
+) -> pb.NodeInfo:
+    m = pb.NodeInfo(
+        name=name, hostname=hostname, site=site, version=version, prefixes=list(prefixes), public_url=public_url,
+        http_port=status.http_port, rtmp_port=status.rtmp_port, srt_port=status.srt_port,
+        heartbeat_seconds=heartbeat_seconds,
+        gpu_models=sorted({g.name for g in gpu.gpus}) if gpu else [],
+        driver_version=gpu.driver_version if gpu else "",
+    )
+    if latitude is not None:
+        m.latitude = latitude
+    if longitude is not None:
+        m.longitude = longitude
+    return m
+
+
+def hello(info: pb.NodeInfo, boot_id: str) -> edge_pb2.EdgeMessage:
+    return edge_pb2.EdgeMessage(hello=edge_pb2.Hello(info=info, boot_id=boot_id))
+
+
+def report(r: pb.Report) -> edge_pb2.EdgeMessage:
+    return edge_pb2.EdgeMessage(report=r)
+
+
+def goodbye(reason: str) -> edge_pb2.EdgeMessage:
+    return edge_pb2.EdgeMessage(goodbye=edge_pb2.Goodbye(reason=reason))
+
+
+def command_result(command_id: int, ok: bool, detail: str = "") -> edge_pb2.EdgeMessage:
+    return edge_pb2.EdgeMessage(command_result=edge_pb2.CommandResult(command_id=command_id, ok=ok, detail=detail))

@@ -1,0 +1,329 @@
+"""The edge's link to the origin controller: enrollment, then one long-lived mutual-TLS stream.
+
+    Agent.start()  load DATA_DIR/agent/ identity, or enroll with the token (bounded wait); a permanent
+                   refusal raises EnrollmentError; an unreachable controller is retried in the background
+    background     GetEndpoints (main port, pinned CA) → Connect (edge port, client certificate) →
+                   Hello → Welcome → a Report every heartbeat, commands read concurrently; on any
+                   failure: reconnect after an exponential backoff with jitter, with a fresh channel
+    Agent.stop()   Goodbye (so the controller marks the node at once), close, release NVML
+
+gRPC errors are mapped here to edged.agent.errors; nothing outside this module and convert.py sees
+edgenet or grpc types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+import edged
+from edged.agent import convert, enroll
+from edged.agent.errors import ControllerUnavailable, EnrollmentError
+from edged.agent.status import NodeStatus
+from edged.agent.telemetry import GpuState, Telemetry, read_host
+from edged.config import Config, parse_hostport
+from edgenet.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+
+log = logging.getLogger("edged.agent")
+
+START_ENROLL_TIMEOUT = 10.0  # s Agent.start() waits for a first enrollment before going on in the background
+RPC_TIMEOUT = 10.0  # s for unary calls
+BACKOFF_BASE = 0.5  # s before the first retry
+BACKOFF_CAP = 30.0  # s: at most this between retries (10,000 edges must not reconnect in lock-step)
+STABLE_AFTER = 30.0  # s connected before the backoff starts again from BACKOFF_BASE
+DISCOVERY_WAIT = 3.0  # s listening for a controller when --origin auto
+GOODBYE_TIMEOUT = 1.0  # s
+
+_PERMANENT = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+              grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def _target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _channel_options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.ssl_target_name_override", enroll.CONTROLLER_TLS_NAME),
+        ("grpc.keepalive_time_ms", 20_000),  # keeps NAT bindings open and notices a vanished controller
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def _map_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> Exception:
+    details = (exc.details() or "").splitlines()[0] if exc.details() else exc.code().name
+    if exc.code() in _PERMANENT:
+        return EnrollmentError(f"{what}: the controller refused: {details}")
+    return ControllerUnavailable(f"{what}: {exc.code().name}: {details}")
+
+
+class Backoff:
+    """Exponential backoff with jitter: delays grow from `base` to `cap`."""
+
+    def __init__(self, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Agent:
+    """Keeps this edge enrolled with and reporting to the origin controller (cfg.origin)."""
+
+    def __init__(self, cfg: Config, status: Callable[[], NodeStatus], *, telemetry: Telemetry | None = None) -> None:
+        self.cfg = cfg
+        self._status = status
+        self.heartbeat = cfg.origin.heartbeat_seconds
+        self.telemetry = telemetry or Telemetry(timeout=max(0.2, min(5.0, self.heartbeat)))
+        self.identity: enroll.Identity | None = None
+        self.connected = False
+        self.draining = False  # set by the controller (operator's drain)
+        self.error: Exception | None = None  # a permanent failure met in the background
+        self.boot_id = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+        self._call: Any = None
+        self._stopping = False
+        self._linked = False  # the current attempt got as far as a Welcome
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.origin.address)
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id if self.identity else ""
+
+    @property
+    def gpu_models(self) -> tuple[str, ...]:
+        last = self.telemetry.last
+        return tuple(sorted({g.name for g in last.gpus})) if last else ()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        data = self.cfg.data_path
+        self.identity = await asyncio.to_thread(enroll.load_identity, data)
+        token = self.cfg.origin.enroll_token
+        if self.identity is not None:
+            if token:
+                log.info("already enrolled as %s; ignoring the enrollment token", self.identity.node_id)
+        else:
+            if not token:
+                raise EnrollmentError("this node is not enrolled with the controller yet: pass --enroll-token TOKEN "
+                                      "(create one there with `originctl token create`)")
+            enroll.split_token(token)  # a malformed token is a permanent error: say so now
+            try:
+                self.identity = await asyncio.wait_for(self._enroll(), START_ENROLL_TIMEOUT)
+            except (ControllerUnavailable, TimeoutError) as exc:
+                log.warning("controller not reachable (%s); edged keeps serving and enrolls when it is",
+                            exc or "timed out")
+        self._task = asyncio.create_task(self._run(), name="edged-agent")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        call = self._call
+        if call is not None and self.connected:
+            # say goodbye and let the controller end the stream, so it marks this node at once
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._write(call, convert.goodbye("edged stopping")), GOODBYE_TIMEOUT)
+                await asyncio.wait_for(call.done_writing(), GOODBYE_TIMEOUT)
+            if self._task is not None:
+                await asyncio.wait({self._task}, timeout=GOODBYE_TIMEOUT)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.telemetry.close()
+
+    # --- enrollment -------------------------------------------------------------------------------
+
+    async def _resolve(self, fingerprint: str = "") -> tuple[str, int]:
+        address = self.cfg.origin.address
+        if address == "auto":
+            from edged.agent.discovery import find_controller  # zeroconf only when asked to
+
+            address = await find_controller(DISCOVERY_WAIT, fingerprint)
+        return parse_hostport(address, "origin.address")
+
+    def _node_info(self, gpu: GpuState | None) -> Any:
+        status = self._safe_status()
+        node = self.cfg.node
+        public_url = node.public_url or status.http_url
+        return convert.node_info_to_pb(
+            name=node.name or socket.gethostname(), hostname=socket.gethostname(),
+            site=node.site or (self.identity.site if self.identity else ""), version=edged.__version__,
+            latitude=node.latitude, longitude=node.longitude, prefixes=node.prefixes, public_url=public_url,
+            status=status, heartbeat_seconds=self.heartbeat, gpu=gpu,
+        )
+
+    def _safe_status(self) -> NodeStatus:
+        try:
+            return self._status()
+        except Exception:
+            log.exception("status callback failed")
+            return NodeStatus()
+
+    async def _enroll(self) -> enroll.Identity:
+        token = self.cfg.origin.enroll_token
+        _, fingerprint = enroll.split_token(token)
+        host, port = await self._resolve(fingerprint)
+        ca_pem = await asyncio.to_thread(enroll.fetch_ca, host, port, fingerprint)
+        name = self.cfg.node.name or socket.gethostname()
+        key_pem, csr_pem = await asyncio.to_thread(enroll.new_key_and_csr, name)
+        gpu = await self.telemetry.sample()
+        async with grpc.aio.secure_channel(_target(host, port), grpc.ssl_channel_credentials(ca_pem),
+                                           options=_channel_options()) as channel:
+            stub = edge_pb2_grpc.EnrollmentServiceStub(channel)
+            try:
+                resp = await stub.Enroll(edge_pb2.EnrollRequest(token=token, csr_pem=csr_pem,
+                                                                info=self._node_info(gpu)), timeout=RPC_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                raise _map_rpc_error(exc, f"enrolling with {host}:{port}") from None
+        if enroll.fingerprint_der(_pem_to_der(resp.ca_certificate_pem)) != fingerprint:
+            raise EnrollmentError(f"the controller at {host}:{port} answered with another CA than the token names")
+        ident = enroll.Identity(node_id=resp.node_id, key_pem=key_pem, cert_pem=resp.certificate_pem,
+                                ca_pem=resp.ca_certificate_pem, origin=f"{host}:{port}", edge_port=resp.edge_port,
+                                site=resp.site, enrolled_unix=time.time())
+        await asyncio.to_thread(enroll.save_identity, self.cfg.data_path, ident)
+        log.info("enrolled with the controller at %s:%d as node %s", host, port, ident.node_id)
+        return ident
+
+    # --- the link ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
+        quiet = False  # after a failure is logged, repeats go to debug until a connection works again
+        while not self._stopping:
+            started = time.monotonic()
+            self._linked = False
+            try:
+                if self.identity is None:
+                    self.identity = await self._enroll()
+                await self._session(self.identity)
+            except EnrollmentError as exc:
+                self.error = exc
+                log.error("the controller link stopped for good: %s", exc)
+                return
+            except grpc.aio.AioRpcError as exc:
+                err = _map_rpc_error(exc, "controller stream")
+                if isinstance(err, EnrollmentError):
+                    self.error = err
+                    log.error("the controller link stopped for good: %s", err)
+                    return
+                if not self._stopping:
+                    (log.debug if quiet and not self._linked else log.warning)("%s; reconnecting", err)
+            except (ControllerUnavailable, OSError, TimeoutError) as exc:
+                if not self._stopping:
+                    (log.debug if quiet and not self._linked else log.warning)(
+                        "controller unreachable: %s; retrying", exc or "timed out")
+            except Exception:  # a bug or an unexpected library error: keep the edge up, keep trying
+                log.exception("controller link failed; retrying")
+            finally:
+                self.connected = False
+                self._call = None
+            quiet = True
+            if self._linked and time.monotonic() - started > STABLE_AFTER:
+                backoff.reset()
+            if self._stopping:
+                return
+            await asyncio.sleep(backoff.next())
+
+    async def _edge_port(self, ident: enroll.Identity, host: str, port: int) -> int:
+        creds = grpc.ssl_channel_credentials(ident.ca_pem)
+        async with grpc.aio.secure_channel(_target(host, port), creds, options=_channel_options()) as channel:
+            try:
+                resp = await edge_pb2_grpc.EnrollmentServiceStub(channel).GetEndpoints(
+                    edge_pb2.GetEndpointsRequest(), timeout=RPC_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _PERMANENT:
+                    raise
+                return ident.edge_port  # the main port is unwell; the edge port may still answer
+        return resp.edge_port or ident.edge_port
+
+    async def _session(self, ident: enroll.Identity) -> None:
+        host, port = await self._resolve(enroll.fingerprint_der(_pem_to_der(ident.ca_pem)))
+        edge_port = await self._edge_port(ident, host, port)
+        creds = grpc.ssl_channel_credentials(ident.ca_pem, ident.key_pem, ident.cert_pem)
+        async with grpc.aio.secure_channel(_target(host, edge_port), creds, options=_channel_options()) as channel:
+            call = edge_pb2_grpc.EdgeServiceStub(channel).Connect()
+            self._call = call
+            gpu = self.telemetry.last or await self.telemetry.sample()
+            await self._write(call, convert.hello(self._node_info(gpu), self.boot_id))
+            first = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
+            if first is grpc.aio.EOF or not first.HasField("welcome"):
+                raise ControllerUnavailable("the controller closed the stream before its Welcome")
+            self.draining = first.welcome.draining
+            self.connected = True
+            self._linked = True
+            log.info("connected to the controller at %s:%d as node %s (state %s)", host, edge_port,
+                     ident.node_id, common_pb2.NodeState.Name(first.welcome.state))
+            reader = asyncio.create_task(self._read_commands(call))
+            try:
+                await self._heartbeats(call, reader)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+                call.cancel()
+        if not self._stopping:
+            log.warning("the controller closed the stream; reconnecting")
+
+    async def _heartbeats(self, call: Any, reader: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        seq = 0
+        next_at = loop.time()
+        while not reader.done():
+            gpu = await self.telemetry.sample()
+            seq += 1
+            msg = convert.report(convert.report_to_pb(seq, int(time.time() * 1e6), gpu, read_host(),
+                                                      self._safe_status()))
+            await self._write(call, msg)
+            next_at += self.heartbeat
+            now = loop.time()
+            if next_at < now:  # fell behind (suspended, or a slow NVML): skip, never burst
+                next_at = now + self.heartbeat
+            await asyncio.wait({reader}, timeout=next_at - now)
+        reader.result()  # the stream's end (or its error) surfaces here
+
+    async def _read_commands(self, call: Any) -> None:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF:
+                return
+            if msg.HasField("command"):
+                cmd = msg.command
+                if cmd.HasField("set_draining"):
+                    self.draining = cmd.set_draining.draining
+                    log.info("controller: draining %s", "on" if self.draining else "off")
+                    await self._write(call, convert.command_result(cmd.id, True))
+                else:
+                    await self._write(call, convert.command_result(cmd.id, False, "unknown command"))
+
+    async def _write(self, call: Any, msg: Any) -> None:
+        async with self._write_lock:  # grpc.aio allows one write in flight per call
+            await call.write(msg)
+
+
+def _pem_to_der(pem: bytes) -> bytes:
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))

@@ -1,0 +1,5 @@
+import sys
+
+from originctl.cli import main
+
+sys.exit(main())

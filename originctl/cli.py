@@ -1,0 +1,279 @@
+"""`originctl`: the controller daemon (`serve`) and the operator's verbs.
+
+Exit codes: 0 ok, 1 operational error (controller unreachable, token refused, no such node), 2 usage or
+configuration error (argparse's own errors included). Errors are one line on stderr saying what to do.
+Data goes to stdout (tables for people, `-o json` for scripts); `token create` prints only tokens.
+
+The admin token comes from --token, else $ORIGINCTL_TOKEN, else `token` in the CLI config file
+(originctl/config.py), else ./var/origin/admin.token when readable (the default data dir of `serve`).
+The controller address: --origin, else $ORIGINCTL_ORIGIN, else `origin` in the config file, else
+127.0.0.1:50051.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from originctl import __version__
+from originctl.errors import OriginctlError, UsageError
+
+DEFAULT_TOKEN_FILE = Path("var/origin/admin.token")
+
+
+def _duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m, 1h or 7d, got {text!r}")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="originctl", description="Origin controller for edged appliances.")
+    p.add_argument("--origin", metavar="HOST:PORT", help="controller address (default 127.0.0.1:50051)")
+    p.add_argument("--token", metavar="T", help="admin token (default: $ORIGINCTL_TOKEN or the config file)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per call (default 10)")
+    p.add_argument("--version", action="version", version=f"originctl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("serve", help="run the origin controller")
+    s.add_argument("--config", metavar="FILE", help="controller TOML config")
+    s.add_argument("--data-dir", metavar="DIR", help="state directory (default ./var/origin)")
+    s.add_argument("--grpc", metavar="HOST:PORT", help="enrollment + admin API (default 0.0.0.0:50051)")
+    s.add_argument("--edge-grpc", metavar="HOST:PORT", help="edge streams, mutual TLS (default: grpc port + 1)")
+    s.add_argument("--http", metavar="HOST:PORT", help="/healthz and /metrics (default 0.0.0.0:8081)")
+    s.add_argument("--no-advertise", action="store_true", help="do not announce _originctl._tcp on the LAN")
+    s.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    def output(sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("table", "json")) -> None:
+        sp.add_argument("-o", "--output", choices=choices, default="table")
+
+    n = sub.add_parser("nodes", help="list nodes")
+    output(n, ("table", "wide", "json"))
+    n.add_argument("--state", choices=("healthy", "degraded", "unhealthy", "draining", "lost"))
+
+    node = sub.add_parser("node", help="one node")
+    node_sub = node.add_subparsers(dest="node_command", metavar="VERB", required=True)
+    show = node_sub.add_parser("show", help="show a node's details")
+    show.add_argument("id", metavar="ID", help="node ID, unique ID prefix, or unique name")
+    output(show)
+
+    e = sub.add_parser("events", help="recent events, newest first")
+    e.add_argument("--node", metavar="ID")
+    e.add_argument("--limit", type=int, default=50)
+    output(e)
+
+    t = sub.add_parser("top", help="live table of nodes and GPUs")
+    t.add_argument("--interval", type=float, default=2.0, metavar="S")
+    t.add_argument("--count", type=int, default=0, metavar="N", help="refresh N times, then exit (0 = until ^C)")
+
+    tok = sub.add_parser("token", help="bootstrap tokens")
+    tok_sub = tok.add_subparsers(dest="token_command", metavar="VERB", required=True)
+    create = tok_sub.add_parser("create", help="print a one-time enrollment token (only the token on stdout)")
+    create.add_argument("--ttl", type=_duration, default=3600.0, metavar="DURATION", help="e.g. 15m, 1h (default), 7d")
+    create.add_argument("--site", default="", metavar="NAME", help="site given to the node that enrolls with it")
+    create.add_argument("--count", type=int, default=1, metavar="N", help="print N tokens, one per line")
+
+    d = sub.add_parser("discover", help="list edged appliances announced on the LAN (mDNS)")
+    d.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to listen (default 3)")
+    d.add_argument("--controllers", action="store_true", help="list controllers instead of edges")
+    output(d)
+    return p
+
+
+# --- credentials ------------------------------------------------------------------------------------
+
+
+def resolve_origin(args: argparse.Namespace) -> str:
+    from originctl.config import DEFAULT_ORIGIN, load_client
+
+    return args.origin or os.environ.get("ORIGINCTL_ORIGIN") or load_client().origin or DEFAULT_ORIGIN
+
+
+def resolve_token(args: argparse.Namespace) -> str:
+    from originctl.config import client_config_path, load_client
+
+    if args.token:
+        return str(args.token)
+    if os.environ.get("ORIGINCTL_TOKEN"):
+        return os.environ["ORIGINCTL_TOKEN"]
+    cfg = load_client()
+    if cfg.token:
+        return cfg.token
+    try:
+        return DEFAULT_TOKEN_FILE.read_text().strip()
+    except OSError:
+        pass
+    raise UsageError(f"no admin token: pass --token, set ORIGINCTL_TOKEN, or set token = \"...\" in "
+                     f"{client_config_path()}; the controller wrote it to DATA_DIR/admin.token")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from originctl.client import AdminClient
+
+    return AdminClient(resolve_origin(args), resolve_token(args), timeout=args.timeout)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _json(obj: Any) -> None:
+    from originctl.model import to_jsonable
+
+    print(json.dumps(to_jsonable(obj), indent=2))
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from originctl.config import load_serve
+
+    cfg = load_serve(args.config, {"data_dir": args.data_dir, "grpc": args.grpc, "edge_grpc": args.edge_grpc,
+                                   "http": args.http, "log_level": args.log_level,
+                                   "advertise": False if args.no_advertise else None})
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: Any) -> int:
+    from originctl.server.app import Controller
+
+    controller = Controller(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await controller.start()
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger("originctl").info("stopping")
+        await controller.stop()
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from originctl import render
+    from originctl.model import NodeState
+
+    with _client(args) as c:
+        nodes = c.nodes(NodeState(args.state) if args.state else None)
+    if args.output == "json":
+        _json(nodes)
+    else:
+        print(render.nodes_table(nodes, _now_ms(), wide=args.output == "wide"))
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    with _client(args) as c:
+        node = c.node(args.id)
+    if args.output == "json":
+        _json(node)
+    else:
+        print(render.node_detail(node, _now_ms()))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    with _client(args) as c:
+        events = c.events(args.node or "", args.limit)
+    if args.output == "json":
+        _json(events)
+    else:
+        print(render.events_table(events))
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    tty = sys.stdout.isatty()
+    with _client(args) as c:
+        i = 0
+        while True:
+            screen = render.top_screen(c.nodes(), c.origin, _now_ms())
+            print(("\x1b[H\x1b[2J" if tty else "") + screen, flush=True)
+            i += 1
+            if args.count and i >= args.count:
+                return 0
+            time.sleep(args.interval)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    if not 1 <= args.count <= 10_000:
+        raise UsageError("--count must be between 1 and 10000")
+    with _client(args) as c:
+        tokens, expires_ms = c.create_tokens(args.ttl, args.site, args.count)
+    print("\n".join(tokens))
+    if sys.stderr.isatty():
+        from originctl.render import when
+
+        print(f"one-time; expires {when(expires_ms)}. On the edge: edged run --origin HOST:PORT --enroll-token TOKEN",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from originctl import discovery, render
+
+    service = discovery.CONTROLLER_SERVICE if args.controllers else discovery.EDGE_SERVICE
+    found = asyncio.run(discovery.browse(service, args.timeout))
+    if args.output == "json":
+        _json(found)
+        return 0
+    if args.controllers:
+        rows = [[f.name, ",".join(f.addresses), str(f.port), f.properties.get("edge_port", ""),
+                 f.properties.get("http_port", ""), f.properties.get("version", ""), f.properties.get("ca", "")]
+                for f in found]
+        print(render.table(["NAME", "ADDRESS", "GRPC", "EDGE", "HTTP", "VERSION", "CA"], rows))
+    else:
+        rows = [[f.name, f.properties.get("id", "") or "-", ",".join(f.addresses),
+                 f.properties.get("http_port", str(f.port)), f.properties.get("version", ""),
+                 f.properties.get("gpu", "") or "-", f.properties.get("site", "") or "-"] for f in found]
+        print(render.table(["NAME", "NODE-ID", "ADDRESS", "HTTP", "VERSION", "GPU", "SITE"], rows))
+    if not found:
+        print(f"nothing announced {service} within {args.timeout:g}s", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "nodes": cmd_nodes, "node": cmd_node, "events": cmd_events, "top": cmd_top,
+            "token": cmd_token, "discover": cmd_discover}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except OriginctlError as exc:
+        print(f"originctl: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `originctl nodes | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

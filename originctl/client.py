@@ -1,0 +1,90 @@
+"""A typed, blocking client for the admin API: dataclasses in, dataclasses out, originctl errors only.
+
+Trust comes from the admin token: its fingerprint picks the controller's CA out of the chain the
+controller presents (originctl/trust.py), and that CA is the only root the channel accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from edgenet.v1 import admin_pb2, admin_pb2_grpc
+from originctl import errors, trust
+from originctl.config import parse_hostport
+from originctl.model import Event, Node, NodeState
+from originctl.server import convert
+
+DEFAULT_TIMEOUT = 10.0  # s per call
+
+
+def map_rpc_error(exc: grpc.RpcError, origin: str) -> errors.OriginctlError:
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return errors.ControllerUnavailable(
+            f"cannot reach the controller at {origin} ({details.splitlines()[0] if details else 'unavailable'}): "
+            "is `originctl serve` running there? point at it with --origin HOST:PORT")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.ControllerUnavailable(f"the controller at {origin} did not answer in time; try again")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return errors.NotAuthenticated(details)
+    if code is grpc.StatusCode.NOT_FOUND:
+        return errors.NotFound(details)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return errors.UsageError(details)
+    if code is grpc.StatusCode.FAILED_PRECONDITION:
+        return errors.Conflict(details)
+    return errors.OriginctlError(f"the controller at {origin} answered {code.name}: {details}")
+
+
+class AdminClient:
+    def __init__(self, origin: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        _, fingerprint = trust.split_token(token)
+        host, port = parse_hostport(origin, "--origin")
+        self.origin = origin
+        self.timeout = timeout
+        ca_pem = trust.fetch_ca(host, port, fingerprint, timeout=min(timeout, 5.0))
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._channel = grpc.secure_channel(
+            target, grpc.ssl_channel_credentials(ca_pem),
+            options=[("grpc.ssl_target_name_override", trust.CONTROLLER_TLS_NAME)])
+        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token.strip()}"),)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        try:
+            return method(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, self.origin) from None
+
+    def nodes(self, state: NodeState | None = None) -> list[Node]:
+        req = admin_pb2.ListNodesRequest(state=convert.STATE_TO_PB[state] if state else 0)
+        return [convert.node_from_pb(n) for n in self._call(self._stub.ListNodes, req).nodes]
+
+    def node(self, ref: str) -> Node:
+        return convert.node_from_pb(self._call(self._stub.GetNode, admin_pb2.GetNodeRequest(id=ref)))
+
+    def events(self, node: str = "", limit: int = 0) -> list[Event]:
+        resp = self._call(self._stub.ListEvents, admin_pb2.ListEventsRequest(node_id=node, limit=limit))
+        return [convert.event_from_pb(e) for e in resp.events]
+
+    def create_tokens(self, ttl_seconds: float = 0, site: str = "", count: int = 1) -> tuple[list[str], int]:
+        resp = self._call(self._stub.CreateToken,
+                          admin_pb2.CreateTokenRequest(ttl_seconds=ttl_seconds, site=site, count=count))
+        return list(resp.tokens), resp.expires_unix_ms
+
+    def set_draining(self, ref: str, draining: bool) -> Node:
+        return convert.node_from_pb(
+            self._call(self._stub.SetDraining, admin_pb2.SetDrainingRequest(id=ref, draining=draining)))

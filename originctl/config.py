@@ -1,0 +1,173 @@
+"""originctl configuration: the controller's (`originctl serve --config FILE`) and the CLI's.
+
+Controller TOML (every key optional; flags win):
+
+    data_dir = "./var/origin"
+    grpc = "0.0.0.0:50051"        # enrollment + admin API (TLS)
+    edge_grpc = ""                # edge streams (mutual TLS); "" = the grpc host, port + 1
+    http = "0.0.0.0:8081"         # /healthz, /metrics
+    advertise = true              # announce _originctl._tcp on the LAN
+    tls_names = []                # extra names/addresses for the controller certificate
+    log_level = "info"
+    [health]
+    lost_after_intervals = 3.0    # heartbeat intervals without a report before a node is lost
+    recover_reports = 3           # consecutive good reports before a node is healthy again
+    throttle_mask = 0xE8          # NVML clocks event reasons that count as throttling
+
+CLI TOML ($ORIGINCTL_CONFIG, else $XDG_CONFIG_HOME/originctl/config.toml, else
+~/.config/originctl/config.toml):
+
+    origin = "controller.example.net:50051"
+    token = "SECRET.FINGERPRINT"   # the content of DATA_DIR/admin.token
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from originctl.errors import ConfigError
+from originctl.server.health import DEFAULT_THROTTLE_MASK
+
+DEFAULT_ORIGIN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    lost_after_intervals: float = 3.0
+    recover_reports: int = 3
+    throttle_mask: int = DEFAULT_THROTTLE_MASK
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    data_dir: str = "./var/origin"
+    grpc: str = "0.0.0.0:50051"
+    edge_grpc: str = ""
+    http: str = "0.0.0.0:8081"
+    advertise: bool = True
+    tls_names: tuple[str, ...] = ()
+    log_level: str = "info"
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def edge_address(self) -> str:
+        if self.edge_grpc:
+            return self.edge_grpc
+        host, port = parse_hostport(self.grpc, "grpc")
+        return f"{host}:{port + 1 if port else 0}"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    origin: str = ""
+    token: str = ""
+    path: str = ""  # where it was read from, for messages
+
+
+def parse_hostport(value: str, key: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' → (host, port); ConfigError names `key`."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(key, f"port is not a number in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"port out of range in {value!r}")
+    return host or "0.0.0.0", port
+
+
+def _read_toml(path: Path, key: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(key, f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(key, f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(key, f"{path}: {exc.strerror}") from None
+
+
+def _typed(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    kinds = {f.name: f for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        path = f"{prefix}{k}"
+        if k not in kinds:
+            raise ConfigError(path, "unknown key")
+        tp = str(kinds[k].type)
+        if tp == "HealthConfig":
+            if not isinstance(v, dict):
+                raise ConfigError(path, "expected a table")
+            out[k] = _typed(HealthConfig, v, "health.")
+        elif tp == "bool":
+            if not isinstance(v, bool):
+                raise ConfigError(path, f"expected true or false, got {v!r}")
+            out[k] = v
+        elif tp == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(path, f"expected an integer, got {v!r}")
+            out[k] = v
+        elif tp == "float":
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(path, f"expected a number, got {v!r}")
+            out[k] = float(v)
+        elif tp.startswith("tuple"):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(path, "expected a list of strings")
+            out[k] = tuple(v)
+        else:
+            if not isinstance(v, str):
+                raise ConfigError(path, f"expected a string, got {v!r}")
+            out[k] = v
+    return cls(**out)
+
+
+def load_serve(path: str | None, overrides: dict[str, Any]) -> ServeConfig:
+    """The controller's config: TOML file (if any), then non-empty flag values."""
+    data = _read_toml(Path(path), "--config") if path else {}
+    cfg: ServeConfig = _typed(ServeConfig, data, "")
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v not in (None, "")})
+    validate_serve(cfg)
+    return cfg
+
+
+def validate_serve(cfg: ServeConfig) -> None:
+    parse_hostport(cfg.grpc, "grpc")
+    parse_hostport(cfg.edge_address, "edge_grpc")
+    parse_hostport(cfg.http, "http")
+    if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level", "expected debug, info, warning or error")
+    if cfg.health.lost_after_intervals < 1:
+        raise ConfigError("health.lost_after_intervals", "expected at least 1")
+    if cfg.health.recover_reports < 1:
+        raise ConfigError("health.recover_reports", "expected at least 1")
+
+
+def client_config_path() -> Path:
+    if os.environ.get("ORIGINCTL_CONFIG"):
+        return Path(os.environ["ORIGINCTL_CONFIG"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "originctl" / "config.toml"
+
+
+def load_client() -> ClientConfig:
+    """The CLI's config file; absent is fine (an explicit $ORIGINCTL_CONFIG must exist)."""
+    path = client_config_path()
+    if not path.exists() and not os.environ.get("ORIGINCTL_CONFIG"):
+        return ClientConfig()
+    data = _read_toml(path, "ORIGINCTL_CONFIG" if os.environ.get("ORIGINCTL_CONFIG") else str(path))
+    data.pop("path", None)
+    cfg: ClientConfig = _typed(ClientConfig, data, f"{path}: ")
+    return replace(cfg, path=str(path))

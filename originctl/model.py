@@ -1,0 +1,195 @@
+"""The controller's domain types: what a node is, what it reports, what happened to it.
+
+Plain frozen dataclasses, free of protobuf (originctl/server/convert.py and originctl/client.py map
+to and from the wire). Units are in the field names, as in proto/edgenet/v1/common.proto.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class NodeState(enum.Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    DRAINING = "draining"
+    LOST = "lost"
+
+
+class GpuStatus(enum.Enum):
+    OK = "ok"
+    NO_GPU = "no-gpu"  # no driver or no device: the node serves without a GPU
+    NVML_ERROR = "nvml-error"  # a driver is there but NVML failed
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str = ""
+    hostname: str = ""
+    site: str = ""
+    version: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    prefixes: tuple[str, ...] = ()
+    public_url: str = ""
+    http_port: int = 0
+    rtmp_port: int = 0
+    srt_port: int = 0
+    heartbeat_seconds: float = 2.0
+    gpu_models: tuple[str, ...] = ()
+    driver_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    index: int = 0
+    uuid: str = ""
+    name: str = ""
+    utilization_gpu_pct: int = 0
+    utilization_memory_pct: int = 0
+    encoder_utilization_pct: int = 0
+    decoder_utilization_pct: int = 0
+    encoder_sessions: int = 0
+    encoder_average_fps: int = 0
+    encoder_average_latency_us: int = 0
+    encoder_capacity_h264_pct: int | None = None
+    encoder_capacity_hevc_pct: int | None = None
+    memory_used_bytes: int = 0
+    memory_total_bytes: int = 0
+    temperature_c: int = 0
+    power_w: float = 0.0
+    power_limit_w: float = 0.0
+    clocks_event_reasons: int = 0  # NVML bitmask (nvmlClocksEventReason*)
+    sm_clock_mhz: int = 0
+    memory_clock_mhz: int = 0
+    ecc_corrected_volatile: int | None = None
+    ecc_uncorrected_volatile: int | None = None
+    xid_errors: int | None = None
+    last_xid: int | None = None
+    pcie_replay_counter: int | None = None
+    unsupported: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    cpu_load1: float = 0.0
+    cpu_count: int = 0
+    memory_used_bytes: int = 0
+    memory_total_bytes: int = 0
+    active_streams: int = 0
+    viewers: int = 0
+    egress_bps: int = 0
+    cache_bytes: int = 0
+    cache_capacity_bytes: int = 0
+    transcodes: int = 0
+    live_channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    seq: int = 0
+    sent_unix_us: int = 0
+    node: NodeStats = NodeStats()
+    gpu_status: GpuStatus = GpuStatus.NO_GPU
+    gpu_error: str = ""
+    gpus: tuple[GpuSample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A node as the admin API shows it."""
+
+    id: str
+    info: NodeInfo
+    state: NodeState
+    state_reason: str = ""
+    state_since_unix_ms: int = 0
+    last_report_unix_ms: int = 0
+    connected: bool = False
+    draining: bool = False
+    peer: str = ""
+    enrolled_unix_ms: int = 0
+    last_report: Report | None = None
+    certificate_not_after_unix_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    time_unix_ms: int
+    node_id: str
+    kind: str
+    from_state: NodeState | None = None
+    to_state: NodeState | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What the store keeps about a node between restarts."""
+
+    id: str
+    info: NodeInfo
+    cert_serial: str  # hex; a connection presenting another serial is refused
+    cert_not_after_unix_ms: int
+    enrolled_unix_ms: int
+    state: NodeState = NodeState.LOST
+    state_reason: str = "enrolled; not connected yet"
+    state_since_unix_ms: int = 0
+    last_report_unix_ms: int = 0
+    draining: bool = False
+    revoked: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A bootstrap token as stored: only the SHA-256 of its secret, never the secret."""
+
+    secret_sha256: str
+    created_unix_ms: int
+    expires_unix_ms: int
+    site: str = ""
+    used_unix_ms: int = 0
+    used_by: str = ""
+
+
+# --- plain-dict forms, for `-o json` and the recorded samples under tests/data/nvml/ -----------------
+
+
+def gpu_from_dict(d: dict[str, Any]) -> GpuSample:
+    known = {k: v for k, v in d.items() if k in GpuSample.__dataclass_fields__}
+    if "unsupported" in known:
+        known["unsupported"] = tuple(known["unsupported"])
+    return GpuSample(**known)
+
+
+def report_from_dict(d: dict[str, Any]) -> Report:
+    node = d.get("node", {})
+    node_known = {k: v for k, v in node.items() if k in NodeStats.__dataclass_fields__}
+    if "live_channels" in node_known:
+        node_known["live_channels"] = tuple(node_known["live_channels"])
+    return Report(
+        seq=int(d.get("seq", 0)),
+        sent_unix_us=int(d.get("sent_unix_us", 0)),
+        node=NodeStats(**node_known),
+        gpu_status=GpuStatus(d.get("gpu_status", GpuStatus.NO_GPU.value)),
+        gpu_error=str(d.get("gpu_error", "")),
+        gpus=tuple(gpu_from_dict(g) for g in d.get("gpus", ())),
+    )
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, enums and tuples → JSON-ready values."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if hasattr(obj, "__dataclass_fields__"):
+        return {name: to_jsonable(getattr(obj, name)) for name in obj.__dataclass_fields__}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,188 @@
+"""Text for people: tables, durations, sizes. Pure functions of the domain types."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from originctl.model import Event, GpuSample, GpuStatus, Node, NodeState
+from originctl.server.health import throttle_names
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def age(then_ms: int, now_ms: int) -> str:
+    if not then_ms:
+        return "never"
+    s = max(0.0, (now_ms - then_ms) / 1000)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.0f}m"
+    if s < 86400:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def rate(bps: float) -> str:
+    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s"):
+        if bps < 1000 or unit == "Gbit/s":
+            return f"{bps:.0f} {unit}" if unit == "bit/s" else f"{bps:.1f} {unit}"
+        bps /= 1000
+    raise AssertionError("unreachable")
+
+
+def short_gpu_name(name: str) -> str:
+    return name.removeprefix("NVIDIA ").removeprefix("Tesla ")
+
+
+def gpu_summary(node: Node) -> str:
+    r = node.last_report
+    if r is None:
+        return "-"
+    if r.gpu_status is GpuStatus.NVML_ERROR:
+        return "nvml-error"
+    if r.gpu_status is GpuStatus.NO_GPU or not r.gpus:
+        return "no GPU"
+    if len(r.gpus) == 1:
+        g = r.gpus[0]
+        return f"{short_gpu_name(g.name)} {g.utilization_gpu_pct}%"
+    avg = sum(g.utilization_gpu_pct for g in r.gpus) / len(r.gpus)
+    return f"{len(r.gpus)}x {short_gpu_name(r.gpus[0].name)} {avg:.0f}%"
+
+
+def nodes_table(nodes: Sequence[Node], now_ms: int, wide: bool = False) -> str:
+    headers = ["ID", "NAME", "SITE", "STATE", "LAST-REPORT", "STREAMS", "VIEWERS", "GPU"]
+    if wide:
+        headers += ["EGRESS", "ENC", "TEMP", "VERSION", "PEER", "REASON"]
+    rows = []
+    for n in nodes:
+        r = n.last_report
+        row = [n.id, n.info.name or n.info.hostname, n.info.site or "-", n.state.value,
+               age(n.last_report_unix_ms, now_ms), str(r.node.active_streams) if r else "-",
+               str(r.node.viewers) if r else "-", gpu_summary(n)]
+        if wide:
+            gpus = r.gpus if r else ()
+            row += [rate(r.node.egress_bps) if r else "-",
+                    "/".join(f"{g.encoder_utilization_pct}%" for g in gpus) or "-",
+                    "/".join(f"{g.temperature_c}C" for g in gpus) or "-",
+                    n.info.version or "-", n.peer or "-", n.state_reason]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def _gpu_lines(g: GpuSample) -> list[str]:
+    throttle = ", ".join(throttle_names(g.clocks_event_reasons)) if g.clocks_event_reasons else "none"
+    cap = []
+    if g.encoder_capacity_h264_pct is not None:
+        cap.append(f"h264 {g.encoder_capacity_h264_pct}%")
+    if g.encoder_capacity_hevc_pct is not None:
+        cap.append(f"hevc {g.encoder_capacity_hevc_pct}%")
+    errs = [f"{label} {v}" for label, v in (("ECC uncorrected", g.ecc_uncorrected_volatile),
+                                             ("ECC corrected", g.ecc_corrected_volatile),
+                                             ("XID", g.xid_errors), ("last XID", g.last_xid),
+                                             ("PCIe replays", g.pcie_replay_counter)) if v is not None]
+    return [
+        f"  {g.index}  {g.name}  {g.uuid}",
+        f"     utilization {g.utilization_gpu_pct}%  memory {g.utilization_memory_pct}% "
+        f"({size(g.memory_used_bytes)} of {size(g.memory_total_bytes)})  clocks {g.sm_clock_mhz}/{g.memory_clock_mhz} MHz",
+        f"     encoder {g.encoder_utilization_pct}% ({g.encoder_sessions} sessions, {g.encoder_average_fps} fps, "
+        f"{g.encoder_average_latency_us / 1000:.1f} ms)  decoder {g.decoder_utilization_pct}%  "
+        f"capacity left: {', '.join(cap) or '-'}",
+        f"     temperature {g.temperature_c} C  power {g.power_w:.0f} of {g.power_limit_w:.0f} W  throttle: {throttle}",
+        f"     errors: {', '.join(errs) or 'not offered by this GPU'}",
+    ]
+
+
+def node_detail(n: Node, now_ms: int) -> str:
+    i = n.info
+    lines = [
+        f"ID:           {n.id}",
+        f"Name:         {i.name or '-'} (host {i.hostname or '-'})",
+        f"Site:         {i.site or '-'}",
+        f"State:        {n.state.value} for {age(n.state_since_unix_ms, now_ms)}: {n.state_reason}",
+        f"Connected:    {'yes, from ' + n.peer if n.connected else 'no'}",
+        f"Last report:  {age(n.last_report_unix_ms, now_ms)} ago" if n.last_report_unix_ms else "Last report:  never",
+        f"Version:      {i.version or '-'}",
+        f"Enrolled:     {when(n.enrolled_unix_ms)}; certificate valid until {when(n.certificate_not_after_unix_ms)}",
+        f"Serves:       {i.public_url or '-'} (http {i.http_port or '-'}, rtmp {i.rtmp_port or '-'}, "
+        f"srt {i.srt_port or '-'})",
+        f"Prefixes:     {', '.join(i.prefixes) or '-'}",
+        f"Location:     {i.latitude}, {i.longitude}" if i.latitude is not None and i.longitude is not None
+        else "Location:     -",
+        f"Heartbeat:    every {i.heartbeat_seconds:g} s",
+    ]
+    r = n.last_report
+    if r is not None:
+        s = r.node
+        lines += [
+            f"CPU:          load {s.cpu_load1:.2f} on {s.cpu_count} CPUs; memory {size(s.memory_used_bytes)} of "
+            f"{size(s.memory_total_bytes)}",
+            f"Streams:      {s.active_streams} live ({', '.join(s.live_channels) or '-'}), {s.transcodes} transcoding",
+            f"Viewers:      {s.viewers}, egress {rate(s.egress_bps)}",
+            f"Cache:        {size(s.cache_bytes)} of {size(s.cache_capacity_bytes)}",
+        ]
+        if r.gpu_status is GpuStatus.OK and r.gpus:
+            lines.append(f"GPUs ({i.driver_version and 'driver ' + i.driver_version or 'NVML'}):")
+            for g in r.gpus:
+                lines += _gpu_lines(g)
+        elif r.gpu_status is GpuStatus.NVML_ERROR:
+            lines.append(f"GPUs:         NVML failed: {r.gpu_error}")
+        else:
+            lines.append(f"GPUs:         none{' (' + r.gpu_error + ')' if r.gpu_error else ''}")
+    return "\n".join(lines)
+
+
+def events_table(events: Sequence[Event]) -> str:
+    rows = []
+    for e in events:
+        change = ""
+        if e.to_state is not None:
+            change = f"{e.from_state.value if e.from_state else '-'} -> {e.to_state.value}"
+        rows.append([when(e.time_unix_ms), e.node_id, e.kind, change, e.reason])
+    return table(["TIME", "NODE", "KIND", "CHANGE", "REASON"], rows)
+
+
+def top_screen(nodes: Sequence[Node], origin: str, now_ms: int) -> str:
+    counts = {s: 0 for s in NodeState}
+    for n in nodes:
+        counts[n.state] += 1
+    head = (f"originctl top  {origin}  {when(now_ms)}  nodes {len(nodes)}: "
+            + ", ".join(f"{c} {s.value}" for s, c in counts.items() if c))
+    rows = []
+    for n in nodes:
+        r = n.last_report
+        base = [n.info.name or n.id, n.state.value]
+        load = [str(r.node.active_streams), str(r.node.viewers), rate(r.node.egress_bps)] if r else ["-", "-", "-"]
+        gpus = r.gpus if r and r.gpu_status is GpuStatus.OK else ()
+        if not gpus:
+            rows.append([*base, "-", gpu_summary(n) if r else "-", "-", "-", "-", "-", "-", "-", *load])
+        for g in gpus:
+            rows.append([*base, str(g.index), short_gpu_name(g.name), f"{g.utilization_gpu_pct}%",
+                         f"{g.encoder_utilization_pct}%", f"{g.decoder_utilization_pct}%", str(g.encoder_sessions),
+                         f"{g.memory_used_bytes * 100 // max(1, g.memory_total_bytes)}%", f"{g.temperature_c}C", *load])
+            base = ["", ""]
+    return head + "\n\n" + table(["NODE", "STATE", "GPU", "MODEL", "UTIL", "ENC", "DEC", "SESS", "MEM", "TEMP",
+                                  "STREAMS", "VIEWERS", "EGRESS"], rows)

@@ -1,0 +1,124 @@
+"""Servicer shell for the operator's admin API; every call needs "authorization: Bearer ADMIN_TOKEN"."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from edgenet.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+from originctl import trust
+from originctl.errors import NotAuthenticated, OriginctlError, UsageError
+from originctl.metrics import ControllerMetrics
+from originctl.model import TokenRecord
+from originctl.server import convert
+from originctl.server.edge_service import set_draining_command
+from originctl.server.registry import Registry
+from originctl.server.store import Store
+
+DEFAULT_TOKEN_TTL = 3600.0  # s
+MAX_TOKEN_TTL = 30 * 86400.0  # s: a bootstrap token is for racking a box, not a standing credential
+MAX_TOKENS_PER_CALL = 10_000
+MAX_EVENTS_PER_CALL = 10_000
+DEFAULT_EVENTS = 100
+
+R = TypeVar("R")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+
+
+def admin_rpc(fn: Handler[R]) -> Handler[R]:
+    """Check the bearer token, count the call, and map domain errors to status codes."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: AdminServicer, request: Any, context: grpc.aio.ServicerContext) -> R:
+        code = "OK"
+        try:
+            self._authenticate(context)
+            return await fn(self, request, context)
+        except OriginctlError as exc:
+            code = convert.status_code(exc).name
+            await convert.abort(context, exc)
+        finally:
+            self.metrics.admin_calls.labels(fn.__name__, code).inc()
+
+    return wrapper
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, registry: Registry, store: Store, admin_token: str, token_path: Path,
+                 ca_fingerprint: str, metrics: ControllerMetrics) -> None:
+        self.registry = registry
+        self.store = store
+        self._expected = f"Bearer {admin_token}".encode()
+        self._token_path = token_path
+        self._ca_fingerprint = ca_fingerprint
+        self.metrics = metrics
+        self._command_ids = itertools.count(1)
+
+    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        given = b""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+                break
+        if not hmac.compare_digest(given, self._expected):
+            what = "wrong" if given else "missing"
+            raise NotAuthenticated(
+                f"{what} admin token: pass --token, set ORIGINCTL_TOKEN, or put `token = \"...\"` in the originctl "
+                f"config file; the controller keeps it in {self._token_path}"
+            )
+
+    @admin_rpc
+    async def ListNodes(self, request: admin_pb2.ListNodesRequest,
+                        context: grpc.aio.ServicerContext) -> admin_pb2.ListNodesResponse:
+        want = convert.STATE_FROM_PB.get(request.state)
+        nodes = [n for n in self.registry.views() if want is None or n.state is want]
+        nodes.sort(key=lambda n: (n.info.name, n.id))
+        return admin_pb2.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in nodes])
+
+    @admin_rpc
+    async def GetNode(self, request: admin_pb2.GetNodeRequest, context: grpc.aio.ServicerContext) -> common_pb2.Node:
+        return convert.node_to_pb(self.registry.view(self.registry.find(request.id)))
+
+    @admin_rpc
+    async def ListEvents(self, request: admin_pb2.ListEventsRequest,
+                         context: grpc.aio.ServicerContext) -> admin_pb2.ListEventsResponse:
+        node_id = self.registry.find(request.node_id).id if request.node_id else None
+        limit = min(request.limit or DEFAULT_EVENTS, MAX_EVENTS_PER_CALL)
+        await self.registry.drain()  # events recorded so far are visible
+        events = await self.store.list_events(node_id, limit)
+        return admin_pb2.ListEventsResponse(events=[convert.event_to_pb(e) for e in events])
+
+    @admin_rpc
+    async def CreateToken(self, request: admin_pb2.CreateTokenRequest,
+                          context: grpc.aio.ServicerContext) -> admin_pb2.CreateTokenResponse:
+        ttl = request.ttl_seconds or DEFAULT_TOKEN_TTL
+        if not 0 < ttl <= MAX_TOKEN_TTL:
+            raise UsageError(f"--ttl must be between 1s and {MAX_TOKEN_TTL / 86400:g}d")
+        count = request.count or 1
+        if count > MAX_TOKENS_PER_CALL:
+            raise UsageError(f"at most {MAX_TOKENS_PER_CALL} tokens per call")
+        now_ms = int(time.time() * 1000)
+        expires = now_ms + int(ttl * 1000)
+        secrets_ = [trust.new_secret() for _ in range(count)]
+        await self.store.add_tokens([
+            TokenRecord(secret_sha256=trust.secret_sha256(s), created_unix_ms=now_ms, expires_unix_ms=expires,
+                        site=request.site)
+            for s in secrets_
+        ])
+        return admin_pb2.CreateTokenResponse(
+            tokens=[trust.make_token(s, self._ca_fingerprint) for s in secrets_], expires_unix_ms=expires)
+
+    @admin_rpc
+    async def SetDraining(self, request: admin_pb2.SetDrainingRequest,
+                          context: grpc.aio.ServicerContext) -> common_pb2.Node:
+        entry = self.registry.async_set_draining(request.id, request.draining)
+        if entry.session is not None:
+            entry.session.async_send(set_draining_command(next(self._command_ids), request.draining))
+        return convert.node_to_pb(self.registry.view(entry))

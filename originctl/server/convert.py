@@ -1,0 +1,165 @@
+"""Protobuf ↔ domain (originctl.model), and domain errors → gRPC status codes, in one place."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+
+from edgenet.v1 import common_pb2 as pb
+from originctl import errors
+from originctl.model import Event, GpuSample, GpuStatus, Node, NodeInfo, NodeState, NodeStats, Report
+
+STATE_TO_PB = {
+    NodeState.HEALTHY: pb.NODE_STATE_HEALTHY,
+    NodeState.DEGRADED: pb.NODE_STATE_DEGRADED,
+    NodeState.UNHEALTHY: pb.NODE_STATE_UNHEALTHY,
+    NodeState.DRAINING: pb.NODE_STATE_DRAINING,
+    NodeState.LOST: pb.NODE_STATE_LOST,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+GPU_STATUS_TO_PB = {
+    GpuStatus.OK: pb.GPU_STATUS_OK,
+    GpuStatus.NO_GPU: pb.GPU_STATUS_NO_GPU,
+    GpuStatus.NVML_ERROR: pb.GPU_STATUS_NVML_ERROR,
+}
+GPU_STATUS_FROM_PB = {v: k for k, v in GPU_STATUS_TO_PB.items()}
+
+_GPU_OPTIONAL = ("encoder_capacity_h264_pct", "encoder_capacity_hevc_pct", "ecc_corrected_volatile",
+                 "ecc_uncorrected_volatile", "xid_errors", "last_xid", "pcie_replay_counter")
+_GPU_PLAIN = tuple(f for f in GpuSample.__dataclass_fields__ if f not in _GPU_OPTIONAL and f != "unsupported")
+_STATS_PLAIN = tuple(f for f in NodeStats.__dataclass_fields__ if f != "live_channels")
+
+
+# --- from the wire ------------------------------------------------------------------------------------
+
+
+def node_info_from_pb(m: pb.NodeInfo) -> NodeInfo:
+    return NodeInfo(
+        name=m.name, hostname=m.hostname, site=m.site, version=m.version,
+        latitude=m.latitude if m.HasField("latitude") else None,
+        longitude=m.longitude if m.HasField("longitude") else None,
+        prefixes=tuple(m.prefixes), public_url=m.public_url, http_port=m.http_port, rtmp_port=m.rtmp_port,
+        srt_port=m.srt_port, heartbeat_seconds=m.heartbeat_seconds or 2.0, gpu_models=tuple(m.gpu_models),
+        driver_version=m.driver_version,
+    )
+
+
+def gpu_from_pb(m: pb.GpuSample) -> GpuSample:
+    kw: dict[str, object] = {f: getattr(m, f) for f in _GPU_PLAIN}
+    for f in _GPU_OPTIONAL:
+        kw[f] = getattr(m, f) if m.HasField(f) else None
+    kw["unsupported"] = tuple(m.unsupported)
+    return GpuSample(**kw)  # type: ignore[arg-type]
+
+
+def report_from_pb(m: pb.Report) -> Report:
+    n = m.node
+    stats = NodeStats(**{f: getattr(n, f) for f in _STATS_PLAIN}, live_channels=tuple(n.live_channels))
+    return Report(
+        seq=m.seq, sent_unix_us=m.sent_unix_us, node=stats,
+        gpu_status=GPU_STATUS_FROM_PB.get(m.gpu_status, GpuStatus.NO_GPU), gpu_error=m.gpu_error,
+        gpus=tuple(gpu_from_pb(g) for g in m.gpus),
+    )
+
+
+def node_from_pb(m: pb.Node) -> Node:
+    return Node(
+        id=m.id, info=node_info_from_pb(m.info), state=STATE_FROM_PB.get(m.state, NodeState.LOST),
+        state_reason=m.state_reason, state_since_unix_ms=m.state_since_unix_ms,
+        last_report_unix_ms=m.last_report_unix_ms, connected=m.connected, draining=m.draining, peer=m.peer,
+        enrolled_unix_ms=m.enrolled_unix_ms,
+        last_report=report_from_pb(m.last_report) if m.HasField("last_report") else None,
+        certificate_not_after_unix_ms=m.certificate_not_after_unix_ms,
+    )
+
+
+def event_from_pb(m: pb.Event) -> Event:
+    return Event(id=m.id, time_unix_ms=m.time_unix_ms, node_id=m.node_id, kind=m.kind,
+                 from_state=STATE_FROM_PB.get(m.from_state), to_state=STATE_FROM_PB.get(m.to_state),
+                 reason=m.reason)
+
+
+# --- to the wire --------------------------------------------------------------------------------------
+
+
+def node_info_to_pb(i: NodeInfo) -> pb.NodeInfo:
+    m = pb.NodeInfo(
+        name=i.name, hostname=i.hostname, site=i.site, version=i.version, prefixes=list(i.prefixes),
+        public_url=i.public_url, http_port=i.http_port, rtmp_port=i.rtmp_port, srt_port=i.srt_port,
+        heartbeat_seconds=i.heartbeat_seconds, gpu_models=list(i.gpu_models), driver_version=i.driver_version,
+    )
+    if i.latitude is not None:
+        m.latitude = i.latitude
+    if i.longitude is not None:
+        m.longitude = i.longitude
+    return m
+
+
+def gpu_to_pb(g: GpuSample) -> pb.GpuSample:
+    m = pb.GpuSample(**{f: getattr(g, f) for f in _GPU_PLAIN}, unsupported=list(g.unsupported))
+    for f in _GPU_OPTIONAL:
+        v = getattr(g, f)
+        if v is not None:
+            setattr(m, f, v)
+    return m
+
+
+def report_to_pb(r: Report) -> pb.Report:
+    n = r.node
+    return pb.Report(
+        seq=r.seq, sent_unix_us=r.sent_unix_us,
+        node=pb.NodeStats(**{f: getattr(n, f) for f in _STATS_PLAIN}, live_channels=list(n.live_channels)),
+        gpu_status=GPU_STATUS_TO_PB[r.gpu_status], gpu_error=r.gpu_error, gpus=[gpu_to_pb(g) for g in r.gpus],
+    )
+
+
+def node_to_pb(n: Node) -> pb.Node:
+    m = pb.Node(
+        id=n.id, info=node_info_to_pb(n.info), state=STATE_TO_PB[n.state], state_reason=n.state_reason,
+        state_since_unix_ms=n.state_since_unix_ms, last_report_unix_ms=n.last_report_unix_ms,
+        connected=n.connected, draining=n.draining, peer=n.peer, enrolled_unix_ms=n.enrolled_unix_ms,
+        certificate_not_after_unix_ms=n.certificate_not_after_unix_ms,
+    )
+    if n.last_report is not None:
+        m.last_report.CopyFrom(report_to_pb(n.last_report))
+    return m
+
+
+def event_to_pb(e: Event) -> pb.Event:
+    return pb.Event(
+        id=e.id, time_unix_ms=e.time_unix_ms, node_id=e.node_id, kind=e.kind,
+        from_state=STATE_TO_PB[e.from_state] if e.from_state else pb.NODE_STATE_UNSPECIFIED,
+        to_state=STATE_TO_PB[e.to_state] if e.to_state else pb.NODE_STATE_UNSPECIFIED,
+        reason=e.reason,
+    )
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+_CODES: tuple[tuple[type[errors.OriginctlError], grpc.StatusCode], ...] = (
+    (errors.TokenInvalid, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.TokenUsed, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.TokenExpired, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.EnrollmentRefused, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.TrustError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotAuthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.UsageError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.StoreError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ControllerUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_code(exc: errors.OriginctlError) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: errors.OriginctlError) -> NoReturn:
+    """End the RPC with the status code for `exc` and its message (which says what to do)."""
+    await context.abort(status_code(exc), str(exc))
+    raise AssertionError("unreachable")  # context.abort raises

@@ -1,0 +1,171 @@
+"""Servicer shells for the edges: enrollment (main port, server TLS) and the edge stream (mutual TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from typing import Any
+
+import grpc
+
+from edgenet.v1 import edge_pb2, edge_pb2_grpc
+from originctl import __version__, trust
+from originctl.errors import EnrollmentRefused, OriginctlError, TokenInvalid
+from originctl.metrics import ControllerMetrics
+from originctl.model import NodeRecord, NodeState
+from originctl.server import convert
+from originctl.server.enrollment import CertificateAuthority, peer_serial_hex
+from originctl.server.registry import Registry, Session
+from originctl.server.store import Store
+
+log = logging.getLogger("originctl.edge")
+
+HELLO_TIMEOUT = 10.0  # s from stream open to the edge's Hello
+
+
+def new_node_id(taken: dict[str, Any]) -> str:
+    while True:
+        node_id = "nd-" + secrets.token_hex(4)
+        if node_id not in taken:
+            return node_id
+
+
+class EnrollmentServicer(edge_pb2_grpc.EnrollmentServiceServicer):
+    def __init__(self, store: Store, registry: Registry, ca: CertificateAuthority, edge_port: int,
+                 metrics: ControllerMetrics) -> None:
+        self.store = store
+        self.registry = registry
+        self.ca = ca
+        self.edge_port = edge_port
+        self.metrics = metrics
+
+    async def Enroll(self, request: edge_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> edge_pb2.EnrollResponse:
+        try:
+            response = await self._enroll(request, context.peer())
+        except OriginctlError as exc:
+            self.metrics.enrollments.labels(type(exc).__name__).inc()
+            log.warning("enrollment from %s refused: %s", context.peer(), exc)
+            await convert.abort(context, exc)
+        self.metrics.enrollments.labels("ok").inc()
+        return response
+
+    async def _enroll(self, request: edge_pb2.EnrollRequest, peer: str) -> edge_pb2.EnrollResponse:
+        try:
+            secret, fp = trust.split_token(request.token)
+        except OriginctlError:
+            raise TokenInvalid("malformed enrollment token: copy it whole from `originctl token create`") from None
+        if fp != self.ca.fingerprint:
+            raise TokenInvalid("this enrollment token was made by another controller (its CA fingerprint "
+                               "differs): create one here with `originctl token create`")
+        digest = trust.secret_sha256(secret)
+        now_ms = int(time.time() * 1000)
+        token = await self.store.check_token(digest, now_ms)
+        if not request.csr_pem:
+            raise EnrollmentRefused("the enrollment request carries no CSR")
+        node_id = new_node_id(self.registry.nodes)
+        issued = await asyncio.to_thread(self.ca.sign_node_csr, request.csr_pem, node_id)
+        info = convert.node_info_from_pb(request.info)
+        if token.site and not info.site:
+            info = dataclasses.replace(info, site=token.site)
+        record = NodeRecord(id=node_id, info=info, cert_serial=issued.serial_hex,
+                            cert_not_after_unix_ms=issued.not_after_unix_ms, enrolled_unix_ms=now_ms,
+                            state=NodeState.LOST, state_reason="enrolled; not connected yet",
+                            state_since_unix_ms=now_ms)
+        await self.store.enroll(digest, record, now_ms)
+        self.registry.async_add(record)
+        log.info("enrolled %s (%s) from %s", node_id, info.name or info.hostname, peer)
+        return edge_pb2.EnrollResponse(node_id=node_id, certificate_pem=issued.cert_pem,
+                                       ca_certificate_pem=self.ca.cert_pem, edge_port=self.edge_port,
+                                       site=info.site)
+
+    async def GetEndpoints(self, request: edge_pb2.GetEndpointsRequest,
+                           context: grpc.aio.ServicerContext) -> edge_pb2.Endpoints:
+        return edge_pb2.Endpoints(edge_port=self.edge_port, version=__version__)
+
+
+def _auth_value(context: grpc.aio.ServicerContext, key: str) -> bytes | None:
+    values = context.auth_context().get(key) or []
+    return values[0] if values else None
+
+
+class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
+    """Runs on the mutual-TLS port: the TLS layer already refused peers without a CA-signed certificate."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def _identify(self, context: grpc.aio.ServicerContext) -> str:
+        cn = _auth_value(context, "x509_common_name")
+        pem = _auth_value(context, "x509_pem_cert")
+        if cn is None or pem is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "a client certificate is required: enroll with --enroll-token first")
+        node_id = cn.decode()
+        entry = self.registry.get(node_id)
+        if entry is None or entry.record.revoked:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"node {node_id} is not enrolled here (removed?): enroll again with a new token")
+        if peer_serial_hex(pem) != entry.record.cert_serial:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this certificate of node {node_id} was superseded: use the newest one")
+        return node_id
+
+    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        node_id = await self._identify(context)
+        try:
+            first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "send Hello first")
+        if first is grpc.aio.EOF or not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be Hello")
+        session = Session(node_id=node_id, peer=context.peer())
+        entry = self.registry.async_attach(node_id, convert.node_info_from_pb(first.hello.info), session)
+        await context.write(edge_pb2.ControllerMessage(welcome=edge_pb2.Welcome(
+            node_id=node_id, state=convert.STATE_TO_PB[entry.health.state],
+            server_time_unix_us=int(time.time() * 1e6), draining=entry.health.draining)))
+        writer = asyncio.create_task(self._pump(session, context))
+        reader = asyncio.create_task(self._read(node_id, session, context))
+        closed = asyncio.create_task(session.closed.wait())
+        try:
+            await asyncio.wait({writer, reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (writer, reader, closed):
+                t.cancel()
+            for t in (writer, reader, closed):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self.registry.async_detach(node_id, session)
+
+    async def _read(self, node_id: str, session: Session, context: grpc.aio.ServicerContext) -> None:
+        report = self.registry.async_report
+        while True:
+            msg = await context.read()
+            if msg is grpc.aio.EOF:
+                return
+            kind = msg.WhichOneof("body")
+            if kind == "report":
+                report(node_id, convert.report_from_pb(msg.report))
+            elif kind == "goodbye":
+                self.registry.async_goodbye(node_id, msg.goodbye.reason)
+                return
+            elif kind == "command_result":
+                log.info("node %s: command %d: ok=%s %s", node_id, msg.command_result.command_id,
+                         msg.command_result.ok, msg.command_result.detail)
+            elif kind == "hello":
+                self.registry.async_attach(node_id, convert.node_info_from_pb(msg.hello.info), session)
+            # stream_event and chat: issue 6 and the chat relay
+
+    async def _pump(self, session: Session, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            msg = await session.outbox.get()
+            await context.write(msg)
+
+
+def set_draining_command(command_id: int, draining: bool) -> edge_pb2.ControllerMessage:
+    return edge_pb2.ControllerMessage(command=edge_pb2.Command(
+        id=command_id, set_draining=edge_pb2.SetDraining(draining=draining)))
+

@@ -1,0 +1,380 @@
+"""The controller's durable state behind one interface: nodes, bootstrap tokens, events.
+
+`Store` is the interface (a distributed backend for HA can implement it later); `SqliteStore` is the
+embedded default. All SQLite work happens on one writer thread that owns the connection: callers on
+the event loop await futures, and jobs that queue up while a transaction runs are committed together
+(group commit), each inside its own SAVEPOINT so one failing job does not undo its neighbours.
+
+Schema changes are appended to MIGRATIONS; `PRAGMA user_version` says how many have run. Issue 6 adds
+channels, keys and streams as migration 2.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from originctl.errors import StoreError, TokenExpired, TokenInvalid, TokenUsed
+from originctl.model import Event, NodeInfo, NodeRecord, NodeState, TokenRecord
+
+log = logging.getLogger("originctl.store")
+
+MAX_BATCH = 512  # jobs per transaction: bounds the latency a large batch adds to the next caller
+MAX_EVENTS = 200_000  # rows kept in `events`; the oldest are pruned past this
+
+
+class Store(abc.ABC):
+    """Everything the controller must remember across restarts."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # tokens
+    @abc.abstractmethod
+    async def add_tokens(self, tokens: list[TokenRecord]) -> None: ...
+
+    @abc.abstractmethod
+    async def check_token(self, secret_sha256: str, now_ms: int) -> TokenRecord:
+        """The unused, unexpired token, or TokenInvalid / TokenUsed / TokenExpired."""
+
+    # nodes
+    @abc.abstractmethod
+    async def enroll(self, secret_sha256: str, node: NodeRecord, now_ms: int) -> Event:
+        """Consume the token and add the node, atomically; returns the 'enrolled' event."""
+
+    @abc.abstractmethod
+    async def list_nodes(self) -> list[NodeRecord]: ...
+
+    @abc.abstractmethod
+    async def update_node_info(self, node_id: str, info: NodeInfo) -> None: ...
+
+    @abc.abstractmethod
+    async def set_draining(self, node_id: str, draining: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def touch_nodes(self, last_reports: Iterable[tuple[str, int]]) -> None:
+        """Persist (node ID, last report time in unix ms) pairs."""
+
+    # events
+    @abc.abstractmethod
+    async def record_transition(
+        self, node_id: str, from_state: NodeState | None, to_state: NodeState, reason: str, at_ms: int
+    ) -> Event:
+        """Store the node's new state and the event that says why, atomically."""
+
+    @abc.abstractmethod
+    async def add_event(self, node_id: str, kind: str, reason: str, at_ms: int) -> Event: ...
+
+    @abc.abstractmethod
+    async def list_events(self, node_id: str | None = None, limit: int = 100) -> list[Event]:
+        """Newest first."""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        cert_serial TEXT NOT NULL,
+        cert_not_after_ms INTEGER NOT NULL,
+        enrolled_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        state_reason TEXT NOT NULL,
+        state_since_ms INTEGER NOT NULL,
+        last_report_ms INTEGER NOT NULL DEFAULT 0,
+        draining INTEGER NOT NULL DEFAULT 0,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE tokens (
+        secret_sha256 TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        site TEXT NOT NULL DEFAULT '',
+        used_ms INTEGER NOT NULL DEFAULT 0,
+        used_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms INTEGER NOT NULL,
+        node_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX events_by_node ON events (node_id, id);
+    """,
+)
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+def _info_json(info: NodeInfo) -> str:
+    return json.dumps(asdict(info), separators=(",", ":"))
+
+
+def _info_from_json(text: str) -> NodeInfo:
+    d = json.loads(text)
+    known = {k: v for k, v in d.items() if k in NodeInfo.__dataclass_fields__}
+    for k in ("prefixes", "gpu_models"):
+        if k in known:
+            known[k] = tuple(known[k])
+    return NodeInfo(**known)
+
+
+def _state(value: str | None) -> NodeState | None:
+    return NodeState(value) if value else None
+
+
+def _event_row(row: sqlite3.Row) -> Event:
+    return Event(id=row["id"], time_unix_ms=row["time_ms"], node_id=row["node_id"], kind=row["kind"],
+                 from_state=_state(row["from_state"]), to_state=_state(row["to_state"]), reason=row["reason"])
+
+
+def _insert_event(conn: sqlite3.Connection, node_id: str, kind: str, from_state: NodeState | None,
+                  to_state: NodeState | None, reason: str, at_ms: int) -> Event:
+    cur = conn.execute(
+        "INSERT INTO events (time_ms, node_id, kind, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
+        (at_ms, node_id, kind, from_state.value if from_state else None, to_state.value if to_state else None,
+         reason),
+    )
+    return Event(id=int(cur.lastrowid or 0), time_unix_ms=at_ms, node_id=node_id, kind=kind,
+                 from_state=from_state, to_state=to_state, reason=reason)
+
+
+class SqliteStore(Store):
+    """SQLite in WAL mode, one writer thread, group commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events_since_prune = 0
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="originctl-store", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    # --- the writer thread ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.executescript(f"BEGIN; {script}; PRAGMA user_version={i}; COMMIT;")
+        return conn
+
+    def _settle(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    def _post(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._settle, fut, result, exc)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            self._post(ready, None, StoreError(f"cannot open {self.path}: {exc}"))
+            return
+        self._post(ready, None, None)
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO job")
+                    results.append((job, None, StoreError(f"{self.path}: {exc}")))
+                except Exception as exc:  # domain errors (TokenUsed, ...) travel to the caller as they are
+                    conn.execute("ROLLBACK TO job")
+                    results.append((job, None, exc))
+                else:
+                    results.append((job, result, None))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("store transaction failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            results = [(job, None, StoreError(f"{self.path}: {exc}")) for job in batch]
+        for job, result, exc in results:
+            self._post(job.future, result, exc)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._thread is None or self._loop is None:
+            raise StoreError("the store is not open")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put(_Job(fn, fut))
+        return await fut
+
+    # --- tokens -----------------------------------------------------------------------------------
+
+    async def add_tokens(self, tokens: list[TokenRecord]) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO tokens (secret_sha256, created_ms, expires_ms, site) VALUES (?,?,?,?)",
+                [(t.secret_sha256, t.created_unix_ms, t.expires_unix_ms, t.site) for t in tokens],
+            )
+        await self._call(fn)
+
+    @staticmethod
+    def _usable_token(conn: sqlite3.Connection, secret_sha256: str, now_ms: int) -> TokenRecord:
+        row = conn.execute("SELECT * FROM tokens WHERE secret_sha256 = ?", (secret_sha256,)).fetchone()
+        if row is None:
+            raise TokenInvalid("unknown enrollment token: create one with `originctl token create`")
+        if row["used_ms"]:
+            raise TokenUsed("this enrollment token was already used (tokens are one-time): create a new "
+                            "one with `originctl token create`")
+        if now_ms >= row["expires_ms"]:
+            raise TokenExpired("this enrollment token has expired: create a new one with "
+                               "`originctl token create --ttl 1h`")
+        return TokenRecord(secret_sha256=row["secret_sha256"], created_unix_ms=row["created_ms"],
+                           expires_unix_ms=row["expires_ms"], site=row["site"])
+
+    async def check_token(self, secret_sha256: str, now_ms: int) -> TokenRecord:
+        return await self._call(lambda conn: self._usable_token(conn, secret_sha256, now_ms))  # type: ignore[no-any-return]
+
+    # --- nodes ------------------------------------------------------------------------------------
+
+    async def enroll(self, secret_sha256: str, node: NodeRecord, now_ms: int) -> Event:
+        def fn(conn: sqlite3.Connection) -> Event:
+            self._usable_token(conn, secret_sha256, now_ms)
+            conn.execute("UPDATE tokens SET used_ms = ?, used_by = ? WHERE secret_sha256 = ?",
+                         (now_ms, node.id, secret_sha256))
+            conn.execute(
+                "INSERT INTO nodes (id, info, cert_serial, cert_not_after_ms, enrolled_ms, state, state_reason,"
+                " state_since_ms, last_report_ms, draining, revoked) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (node.id, _info_json(node.info), node.cert_serial, node.cert_not_after_unix_ms,
+                 node.enrolled_unix_ms, node.state.value, node.state_reason, node.state_since_unix_ms,
+                 node.last_report_unix_ms, int(node.draining), int(node.revoked)),
+            )
+            return _insert_event(conn, node.id, "enrolled", None, None,
+                                 f"enrolled as {node.info.name or node.id} from host {node.info.hostname}", now_ms)
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        def fn(conn: sqlite3.Connection) -> list[NodeRecord]:
+            return [
+                NodeRecord(
+                    id=r["id"], info=_info_from_json(r["info"]), cert_serial=r["cert_serial"],
+                    cert_not_after_unix_ms=r["cert_not_after_ms"], enrolled_unix_ms=r["enrolled_ms"],
+                    state=NodeState(r["state"]), state_reason=r["state_reason"],
+                    state_since_unix_ms=r["state_since_ms"], last_report_unix_ms=r["last_report_ms"],
+                    draining=bool(r["draining"]), revoked=bool(r["revoked"]),
+                )
+                for r in conn.execute("SELECT * FROM nodes ORDER BY id")
+            ]
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def update_node_info(self, node_id: str, info: NodeInfo) -> None:
+        await self._call(lambda conn: conn.execute("UPDATE nodes SET info = ? WHERE id = ?",
+                                                   (_info_json(info), node_id)))
+
+    async def set_draining(self, node_id: str, draining: bool) -> None:
+        await self._call(lambda conn: conn.execute("UPDATE nodes SET draining = ? WHERE id = ?",
+                                                   (int(draining), node_id)))
+
+    async def touch_nodes(self, last_reports: Iterable[tuple[str, int]]) -> None:
+        rows = [(ms, node_id) for node_id, ms in last_reports]
+        if rows:
+            await self._call(lambda conn: conn.executemany(
+                "UPDATE nodes SET last_report_ms = ? WHERE id = ?", rows))
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def _maybe_prune(self, conn: sqlite3.Connection) -> None:
+        self._events_since_prune += 1
+        if self._events_since_prune >= 1000:
+            self._events_since_prune = 0
+            conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS,))
+
+    async def record_transition(
+        self, node_id: str, from_state: NodeState | None, to_state: NodeState, reason: str, at_ms: int
+    ) -> Event:
+        def fn(conn: sqlite3.Connection) -> Event:
+            conn.execute("UPDATE nodes SET state = ?, state_reason = ?, state_since_ms = ? WHERE id = ?",
+                         (to_state.value, reason, at_ms, node_id))
+            self._maybe_prune(conn)
+            return _insert_event(conn, node_id, "state", from_state, to_state, reason, at_ms)
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def add_event(self, node_id: str, kind: str, reason: str, at_ms: int) -> Event:
+        def fn(conn: sqlite3.Connection) -> Event:
+            self._maybe_prune(conn)
+            return _insert_event(conn, node_id, kind, None, None, reason, at_ms)
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def list_events(self, node_id: str | None = None, limit: int = 100) -> list[Event]:
+        def fn(conn: sqlite3.Connection) -> list[Event]:
+            if node_id:
+                rows = conn.execute("SELECT * FROM events WHERE node_id = ? ORDER BY id DESC LIMIT ?",
+                                    (node_id, limit))
+            else:
+                rows = conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+            return [_event_row(r) for r in rows]
+        return await self._call(fn)  # type: ignore[no-any-return]
