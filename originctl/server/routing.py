@@ -1,0 +1,220 @@
+"""Viewer routing, pure: which edge should serve this viewer this channel, and why.
+
+Order of preference (issue 6):
+  1. eligible nodes (healthy, or degraded as a fallback; not draining; under their viewer and egress
+     limits; carrying the channel) whose served prefixes contain the client address, longest
+     prefix first;
+  2. otherwise the nearest eligible node by great-circle distance, when the client's location is known;
+  3. otherwise the least loaded eligible node.
+Ties break on load, then on node id, so the same inputs always give the same answer.
+
+A RoutingTable is an immutable snapshot built from the registry (rebuilt when it changes);
+decisions only read it. Lookups are dict probes per prefix length plus a grid search for distance,
+so a decision costs microseconds for a 10,000-node fleet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+EARTH_RADIUS_KM = 6371.0
+GRID_DEGREES = 5.0  # geo index cell size
+ALTERNATES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RouteNode:
+    """What routing needs to know about one edge."""
+
+    id: str
+    url: str  # base URL viewers use, e.g. http://edge1.isp.net:8080
+    state: str  # "healthy", "degraded", "unhealthy", "draining", "lost"
+    draining: bool = False
+    prefixes: tuple[str, ...] = ()
+    latitude: float | None = None
+    longitude: float | None = None
+    viewers: int = 0
+    viewer_limit: int = 0  # 0 = no limit
+    egress_bps: int = 0
+    egress_limit_bps: int = 0  # 0 = no limit
+    channels: frozenset[str] = frozenset()
+
+    @property
+    def load(self) -> float:
+        """Fraction of the tighter limit in use; raw viewer count scaled down when no limit is set."""
+        parts = []
+        if self.viewer_limit:
+            parts.append(self.viewers / self.viewer_limit)
+        if self.egress_limit_bps:
+            parts.append(self.egress_bps / self.egress_limit_bps)
+        return max(parts) if parts else self.viewers / 1e6
+
+    def skip_reason(self) -> str | None:
+        """Why this node takes no new viewers, or None if it does."""
+        if self.draining or self.state == "draining":
+            return "draining"
+        if self.state not in ("healthy", "degraded"):
+            return self.state
+        if self.viewer_limit and self.viewers >= self.viewer_limit:
+            return "at its viewer limit"
+        if self.egress_limit_bps and self.egress_bps >= self.egress_limit_bps:
+            return "at its egress limit"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    channel: str
+    node_id: str
+    url: str  # the master playlist on the chosen node
+    reason: str  # "prefix", "nearest", "least-loaded"
+    detail: str  # for people: which prefix, how far, what load
+    alternates: tuple[tuple[str, str], ...] = ()  # (node id, url)
+    distance_km: float | None = None
+
+
+class NoRoute(Exception):  # noqa: N818 - a routing outcome, not a failure of the table
+    """No node can serve the channel; `reason` says why (for the JSON body and metrics)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dphi = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return int(math.floor((lat + 90) / GRID_DEGREES)), int(math.floor((lon + 180) / GRID_DEGREES)) % int(360 / GRID_DEGREES)
+
+
+def _rank(n: RouteNode) -> tuple[int, float, str]:
+    return (0 if n.state == "healthy" else 1, n.load, n.id)
+
+
+@dataclass
+class RoutingTable:
+    nodes: dict[str, RouteNode]
+    # (ip version, prefix length) → network address as int → node ids; lengths longest first
+    _prefix: dict[tuple[int, int], dict[int, list[str]]] = field(default_factory=dict)
+    _lengths: dict[int, list[int]] = field(default_factory=dict)
+    _networks: dict[tuple[int, int, int], str] = field(default_factory=dict)
+    _grid: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+    _by_channel: dict[str, list[str]] = field(default_factory=dict)  # eligible carriers, best rank first
+    _carrier_sets: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, nodes: Iterable[RouteNode]) -> RoutingTable:
+        t = cls({n.id: n for n in nodes})
+        for n in sorted(t.nodes.values(), key=lambda n: n.id):
+            for p in n.prefixes:
+                try:
+                    net = ipaddress.ip_network(p, strict=False)
+                except ValueError:
+                    continue  # validated at registration; a bad one never matches
+                bits = net.max_prefixlen
+                key = (net.version, net.prefixlen)
+                value = int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0
+                t._prefix.setdefault(key, {}).setdefault(value, []).append(n.id)
+                t._networks[(net.version, net.prefixlen, value)] = str(net)
+            if n.latitude is not None and n.longitude is not None:
+                t._grid.setdefault(_cell(n.latitude, n.longitude), []).append(n.id)
+            if n.skip_reason() is None:
+                for ch in n.channels:
+                    t._by_channel.setdefault(ch, []).append(n.id)
+        for version in (4, 6):
+            t._lengths[version] = sorted((plen for v, plen in t._prefix if v == version), reverse=True)
+        for ch, ids in t._by_channel.items():
+            ids.sort(key=lambda i: _rank(t.nodes[i]))
+            t._carrier_sets[ch] = frozenset(ids)
+        return t
+
+    def carriers(self, channel: str) -> list[str]:
+        return self._by_channel.get(channel, [])
+
+    def route(self, channel: str, client_ip: str, client_location: tuple[float, float] | None = None) -> Decision:
+        """The best node for this viewer, or NoRoute."""
+        carriers = self._by_channel.get(channel)
+        if not carriers:
+            raise NoRoute("offline", f"channel {channel!r} is not live on any node that can take viewers")
+        carrier_set = self._carrier_sets[channel]
+        try:
+            ip = ipaddress.ip_address(client_ip)
+        except ValueError:
+            ip = None
+        if ip is not None:
+            bits = ip.max_prefixlen
+            value = int(ip)
+            for plen in self._lengths.get(ip.version, ()):
+                ids = self._prefix[(ip.version, plen)].get(value >> (bits - plen) if plen else 0)
+                if not ids:
+                    continue
+                hits = sorted((i for i in ids if i in carrier_set), key=lambda i: _rank(self.nodes[i]))
+                if hits:
+                    net = self._networks[(ip.version, plen, value >> (bits - plen) if plen else 0)]
+                    best = self.nodes[hits[0]]
+                    return self._decision(channel, best, "prefix", f"{net} contains {client_ip}",
+                                          [h for h in hits[1:]] + carriers)
+        if client_location is not None:
+            found = self._nearest(client_location, carrier_set)
+            if found is not None:
+                dist, best = found
+                return self._decision(channel, best, "nearest", f"{dist:.0f} km from the client", carriers,
+                                      distance_km=dist)
+        best = self.nodes[carriers[0]]
+        return self._decision(channel, best, "least-loaded", f"load {best.load:.2f}", carriers)
+
+    def _nearest(self, loc: tuple[float, float], carriers: frozenset[str]) -> tuple[float, RouteNode] | None:
+        """Grid search in growing rings until a ring cannot hold anything closer than the best so far."""
+        lat, lon = loc
+        ci, cj = _cell(lat, lon)
+        rows = int(180 / GRID_DEGREES)
+        cols = int(360 / GRID_DEGREES)
+        best: tuple[float, tuple[int, float, str], RouteNode] | None = None
+        for ring in range(0, max(rows, cols)):
+            # Anything in ring r is at least (r - 1) cells away in latitude or longitude.
+            min_km = max(0.0, (ring - 1) * GRID_DEGREES * 111.0 * max(0.05, math.cos(math.radians(min(89.0, abs(lat) + ring * GRID_DEGREES)))))
+            if best is not None and min_km > best[0]:
+                break
+            for i in range(ci - ring, ci + ring + 1):
+                if i < 0 or i >= rows:
+                    continue
+                for j in range(cj - ring, cj + ring + 1):
+                    if ring and i not in (ci - ring, ci + ring) and j not in (cj - ring, cj + ring):
+                        continue  # inside the ring: done earlier
+                    for nid in self._grid.get((i, j % cols), ()):
+                        if nid not in carriers:
+                            continue
+                        n = self.nodes[nid]
+                        assert n.latitude is not None and n.longitude is not None
+                        d = haversine_km(lat, lon, n.latitude, n.longitude)
+                        key = (round(d, 3), _rank(n))
+                        if best is None or key < (round(best[0], 3), best[1]):
+                            best = (d, _rank(n), n)
+            if ring * GRID_DEGREES > 180:
+                break
+        return (best[0], best[2]) if best else None
+
+    def _decision(self, channel: str, best: RouteNode, reason: str, detail: str, others: list[str],
+                  distance_km: float | None = None) -> Decision:
+        alts: list[tuple[str, str]] = []
+        for nid in others:
+            if nid != best.id and all(nid != a for a, _ in alts):
+                alts.append((nid, self._url(self.nodes[nid], channel)))
+            if len(alts) >= ALTERNATES:
+                break
+        return Decision(channel=channel, node_id=best.id, url=self._url(best, channel), reason=reason,
+                        detail=detail, alternates=tuple(alts), distance_km=distance_km)
+
+    @staticmethod
+    def _url(node: RouteNode, channel: str) -> str:
+        return f"{node.url.rstrip('/')}/live/{channel}/master.m3u8"
