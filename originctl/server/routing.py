@@ -180,7 +180,7 @@ class RoutingTable:
         rows = int(180 / GRID_DEGREES)
         cols = int(360 / GRID_DEGREES)
         best: tuple[float, tuple[int, float, str], RouteNode] | None = None
-        for ring in range(0, max(rows, cols)):
+        for ring in range(max(rows, cols)):
             # Anything in ring r is at least (r - 1) cells away in latitude or longitude.
             min_km = max(0.0, (ring - 1) * GRID_DEGREES * 111.0 * max(0.05, math.cos(math.radians(min(89.0, abs(lat) + ring * GRID_DEGREES)))))
             if best is not None and min_km > best[0]:
