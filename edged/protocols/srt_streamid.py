@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from edged.errors import RemoteProtocolError
@@ -83,6 +84,13 @@ def parse_streamid(raw: str | bytes) -> StreamId:
             raise StreamIdError("stream ID longer than 512 bytes")
     else:
         raise StreamIdError(f"stream ID must be str or bytes, not {type(raw).__name__}")
+    if "%" in text:
+        # Some callers percent-encode the stream ID (`streamid=%23%21%3A%3Ar%3D...`) and some tools
+        # (ffmpeg 5.1, srt-live-transmit) pass it on verbatim. '%' is in no valid key, so decode once.
+        try:
+            text = urllib.parse.unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            raise StreamIdError("percent-encoded stream ID is not UTF-8") from None
     if not text:
         raise StreamIdError("empty stream ID: set streamid=KEY", REJ_UNAUTHORIZED)
     if text.startswith(ACCESS_CONTROL_PREFIX):

@@ -29,6 +29,15 @@ def test_access_control_form() -> None:
     assert publish_key("#!::r=demo-key,m=publish") == "demo-key"
 
 
+def test_percent_encoded_stream_id_is_decoded_once() -> None:
+    assert publish_key("%23%21%3A%3Ar%3Ddemo-key%2Cm%3Dpublish") == "demo-key"
+    assert publish_key(b"demo%2Dkey") == "demo-key"
+    with pytest.raises(StreamIdError):
+        parse_streamid("%ff%fe")  # not UTF-8 once decoded
+    with pytest.raises(StreamIdError):
+        parse_streamid("demo%25key")  # decodes to 'demo%key': still not a key
+
+
 def test_missing_mode_means_publish() -> None:
     # The spec's default is `request`; an ingest-only listener reads a missing m as publish.
     assert publish_key("#!::r=demo-key") == "demo-key"
