@@ -73,7 +73,8 @@ def fetch_ca(host: str, port: int, fingerprint: str, timeout: float = 5.0) -> by
         ):
             chain = _unverified_chain(tls)
     except (OSError, ssl.SSLError) as exc:
-        raise ControllerUnavailable(f"cannot reach the controller at {host}:{port}: {exc}") from exc
+        raise ControllerUnavailable(f"cannot reach the controller at {host}:{port} ({exc}): is `originctl serve` "
+                                    "running there? point at it with --origin HOST:PORT") from exc
     seen = []
     for der in chain:
         fp = fingerprint_der(der)
