@@ -1,0 +1,615 @@
+"""RTMP session cores, server and client roles: bytes in, events out, bytes out.
+
+Theory of operation. ``receive_data`` only buffers. ``events()`` runs the handshake
+(section 5.2), then pulls whole messages from the chunk reader (5.3), handles protocol
+control (5.4) and user control (6.2) messages itself, answers the commands a publisher
+sends (7.2) and yields events for what the application must act on. Replies queue up
+in an output buffer that ``data_to_send()`` drains; call it after every ``events()``
+pass and after ``accept_publish``/``reject_publish``.
+
+Everything that moves the state machine is in the two transition tables below. EOF
+moves any state to CLOSED and a peer error moves it to ERROR; those two are not listed.
+After PublishRequested the server session pauses (like h11's PAUSED): ``events()``
+yields nothing more until the application calls accept_publish or reject_publish.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Iterator
+from enum import Enum, auto
+from typing import Any, ClassVar
+
+from edged.errors import LocalProtocolError, RemoteProtocolError
+from edged.protocols.buffer import ReceiveBuffer
+from edged.protocols.rtmp import amf0
+from edged.protocols.rtmp import chunk as ch
+from edged.protocols.rtmp import events as ev
+from edged.protocols.rtmp.handshake import ClientHandshake, HandshakeState, RandomBytes, ServerHandshake
+
+
+class SessionState(Enum):
+    """Where a session stands; servers skip IDLE, clients use every state."""
+
+    IDLE = auto()  # client: connect() not called yet
+    HANDSHAKE = auto()
+    CONNECTING = auto()  # handshake done, connect not yet answered
+    CONNECTED = auto()
+    PUBLISH_REQUESTED = auto()  # server: waiting for accept/reject; client: publish sent
+    PUBLISHING = auto()
+    CLOSED = auto()  # EOF, publish rejected or unpublished by the client
+    ERROR = auto()  # the peer broke the protocol
+
+
+class Trigger(Enum):
+    """What moves a session from one state to the next."""
+
+    START = auto()
+    HANDSHAKE_DONE = auto()
+    CONNECT = auto()
+    PUBLISH = auto()
+    ACCEPT = auto()
+    REJECT = auto()
+    UNPUBLISH = auto()
+
+
+S, T = SessionState, Trigger
+SERVER_TRANSITIONS: dict[tuple[SessionState, Trigger], SessionState] = {
+    (S.HANDSHAKE, T.HANDSHAKE_DONE): S.CONNECTING,
+    (S.CONNECTING, T.CONNECT): S.CONNECTED,  # connect command received and answered
+    (S.CONNECTED, T.PUBLISH): S.PUBLISH_REQUESTED,  # publish command received
+    (S.PUBLISH_REQUESTED, T.ACCEPT): S.PUBLISHING,  # accept_publish()
+    (S.PUBLISH_REQUESTED, T.REJECT): S.CLOSED,  # reject_publish()
+    (S.PUBLISHING, T.UNPUBLISH): S.CONNECTED,  # FCUnpublish / closeStream / deleteStream
+}
+CLIENT_TRANSITIONS: dict[tuple[SessionState, Trigger], SessionState] = {
+    (S.IDLE, T.START): S.HANDSHAKE,  # connect()
+    (S.HANDSHAKE, T.HANDSHAKE_DONE): S.CONNECTING,  # connect command sent
+    (S.CONNECTING, T.CONNECT): S.CONNECTED,  # NetConnection.Connect.Success; createStream sent
+    (S.CONNECTED, T.PUBLISH): S.PUBLISH_REQUESTED,  # createStream answered; publish sent
+    (S.PUBLISH_REQUESTED, T.ACCEPT): S.PUBLISHING,  # NetStream.Publish.Start
+    (S.CONNECTING, T.REJECT): S.CLOSED,
+    (S.CONNECTED, T.REJECT): S.CLOSED,
+    (S.PUBLISH_REQUESTED, T.REJECT): S.CLOSED,
+    (S.PUBLISHING, T.UNPUBLISH): S.CLOSED,  # unpublish()
+}
+del S, T
+
+# Chunk stream ids we send on. Section 5.4: protocol control goes on 2 / message stream 0.
+CSID_CONTROL = 2
+CSID_COMMAND = 3
+CSID_AUDIO = 4
+CSID_STATUS = 5  # onStatus and data on a media stream
+CSID_VIDEO = 6
+CSID_STREAM_COMMAND = 8
+
+# User control events, section 6.2 / 7.1.7.
+UC_STREAM_BEGIN = 0
+UC_PING_REQUEST = 6
+UC_PING_RESPONSE = 7
+PEER_BANDWIDTH_DYNAMIC = 2  # section 5.4.5 limit type
+
+# A publisher needs one message stream; a few more allow retries on one connection.
+MAX_STREAMS = 8
+# Default caps. FFmpeg and OBS send 4096-byte chunks; 64 KiB bounds what one chunk holds.
+DEFAULT_MAX_CHUNK_SIZE = 65536
+# A 4K keyframe at 50 Mbit/s is ~2 MB; the 24-bit length field would allow 16 MiB (bytes).
+DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+# What FFmpeg, OBS and nginx-rtmp send with: few chunk headers, no head-of-line delay (bytes).
+DEFAULT_OUT_CHUNK_SIZE = 4096
+# The window Flash Media Server and nginx-rtmp announce (bytes).
+DEFAULT_WINDOW_ACK_SIZE = 2_500_000
+# Publishers use fewer than ten chunk streams, each with at most one partial message.
+DEFAULT_MAX_CHUNK_STREAMS = 64
+_U32 = struct.Struct(">I")
+
+
+class _Session:
+    """What both roles share: buffering, chunking, acknowledgements and control messages."""
+
+    _TRANSITIONS: ClassVar[dict[tuple[SessionState, Trigger], SessionState]]
+
+    def __init__(
+        self,
+        *,
+        max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        out_chunk_size: int = DEFAULT_OUT_CHUNK_SIZE,
+        window_ack_size: int = DEFAULT_WINDOW_ACK_SIZE,
+        max_amf_depth: int = amf0.DEFAULT_MAX_DEPTH,
+        max_amf_items: int = amf0.DEFAULT_MAX_ITEMS,
+        max_amf_string: int = amf0.DEFAULT_MAX_STRING,
+        max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
+    ) -> None:
+        sizes = (max_chunk_size, out_chunk_size, max_message_size, window_ack_size, max_chunk_streams)
+        if not all(1 <= value <= ch.MAX_CHUNK_SIZE_FIELD for value in sizes):
+            raise ValueError(f"sizes and counts must be within 1..{ch.MAX_CHUNK_SIZE_FIELD}")
+        self.state = SessionState.IDLE
+        self._buf = ReceiveBuffer()
+        self._reader = ch.ChunkReader(max_chunk_size, max_message_size, max_chunk_streams)
+        self._writer = ch.ChunkWriter()
+        self._out = bytearray()
+        self._limits = amf0.Limits(max_amf_depth, max_amf_items, max_amf_string)
+        self._out_chunk_size = out_chunk_size
+        self._window_ack_size = window_ack_size  # the window we announce to the peer (bytes)
+        self._peer_window: int | None = None  # the window the peer announced (bytes)
+        self._handshake_bytes = 0
+        self._acked = 0  # bytes received when we last sent an Acknowledgement
+        self._eof = False
+        self._closed_emitted = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the peer; ``b""`` means EOF. Never raises."""
+        if self._eof:
+            return
+        if not data:
+            self._eof = True
+        else:
+            self._buf.feed(data)
+
+    def data_to_send(self) -> bytes:
+        """Drain every byte the core wants written to the peer."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes parsed so far, handshake included (what Acknowledgement counts, section 5.4.3)."""
+        return self._handshake_bytes + self._reader.bytes_read
+
+    def events(self) -> Iterator[ev.Event]:
+        """Yield events for the bytes buffered so far; raise RemoteProtocolError on bad input."""
+        if self.state is SessionState.ERROR:
+            raise RemoteProtocolError("the session already failed")
+        try:
+            while not self._paused():
+                if self.state in (SessionState.IDLE, SessionState.HANDSHAKE):
+                    if not self._advance_handshake():
+                        break
+                    continue
+                if self.state is SessionState.CLOSED:
+                    self._buf.clear()  # nothing more is acted on; keep no bytes around
+                    break
+                message = self._reader.next_message(self._buf)
+                self._maybe_acknowledge()
+                if message is None:
+                    break
+                yield from self._on_message(message)
+        except RemoteProtocolError:
+            self.state = SessionState.ERROR
+            raise
+        if self._eof and not self._closed_emitted:
+            self._closed_emitted = True
+            self.state = SessionState.CLOSED
+            yield ev.ConnectionClosed()
+
+    def _paused(self) -> bool:
+        return False
+
+    def _advance_handshake(self) -> bool:
+        raise NotImplementedError
+
+    def _transition(self, trigger: Trigger, *, local: bool) -> None:
+        new = self._TRANSITIONS.get((self.state, trigger))
+        if new is None:
+            error = LocalProtocolError if local else RemoteProtocolError
+            raise error(f"{trigger.name.lower()} is not allowed in state {self.state.name}")
+        self.state = new
+
+    def _maybe_acknowledge(self) -> None:
+        # Section 5.4.3/5.4.4: acknowledge once a window's worth of bytes has arrived.
+        window = self._peer_window or self._window_ack_size
+        received = self.bytes_received
+        if received - self._acked >= window:
+            self._acked = received
+            self._send_control(ch.ACKNOWLEDGEMENT, _U32.pack(received % (1 << 32)))
+
+    # Output helpers
+
+    def _send(self, csid: int, type_id: int, stream_id: int, payload: bytes, timestamp: int = 0) -> None:
+        self._out += self._writer.write(csid, timestamp, type_id, stream_id, payload)
+
+    def _send_control(self, type_id: int, payload: bytes) -> None:
+        self._send(CSID_CONTROL, type_id, 0, payload)
+
+    def _send_chunk_size(self) -> None:
+        self._send_control(ch.SET_CHUNK_SIZE, _U32.pack(self._out_chunk_size))
+        self._writer.chunk_size = self._out_chunk_size  # section 5.4.1: applies to what follows
+
+    def _send_command(self, *values: Any, stream_id: int = 0, csid: int = CSID_COMMAND) -> None:
+        self._send(csid, ch.COMMAND_AMF0, stream_id, amf0.encode(*values))
+
+    def _send_user_control(self, event_type: int, data: bytes) -> None:
+        self._send_control(ch.USER_CONTROL, struct.pack(">H", event_type) + data)
+
+    # Input helpers
+
+    def _on_message(self, message: ch.Message) -> Iterator[ev.Event]:
+        type_id = message.type_id
+        if type_id == ch.WINDOW_ACK_SIZE:
+            self._peer_window = _u32(message.payload, "Window Acknowledgement Size") or None
+        elif type_id == ch.SET_PEER_BANDWIDTH:
+            # Section 5.4.5: answer with Window Acknowledgement Size when the size differs.
+            size = _u32(message.payload, "Set Peer Bandwidth")
+            if size and size != self._window_ack_size:
+                self._window_ack_size = size
+                self._send_control(ch.WINDOW_ACK_SIZE, _U32.pack(size))
+        elif type_id == ch.USER_CONTROL:
+            if len(message.payload) < 2:
+                raise RemoteProtocolError("User Control message shorter than 2 bytes")
+            if message.payload[1] == UC_PING_REQUEST and message.payload[0] == 0:
+                self._send_user_control(UC_PING_RESPONSE, message.payload[2:6])
+        elif type_id in (ch.COMMAND_AMF0, ch.COMMAND_AMF3):
+            values = self._decode_amf(message)
+            if values is not None:
+                if not values or not isinstance(values[0], str):
+                    raise RemoteProtocolError("command message does not start with a name")
+                tid = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
+                command_object = values[2] if len(values) > 2 else None
+                yield from self._on_command(message, values[0], tid, command_object, values[3:])
+        elif type_id in (ch.DATA_AMF0, ch.DATA_AMF3, ch.AUDIO, ch.VIDEO):
+            yield from self._on_media(message)
+        # Set Chunk Size and Abort were applied by the chunk reader; Acknowledgement,
+        # shared objects, aggregates and unknown types need nothing from us.
+
+    def _decode_amf(self, message: ch.Message) -> list[Any] | None:
+        payload = message.payload
+        if message.type_id in (ch.COMMAND_AMF3, ch.DATA_AMF3):
+            # AMF3-typed messages from AMF0 peers start with a 0 byte and carry AMF0 after it.
+            if payload[:1] != b"\x00":
+                return None
+            payload = payload[1:]
+        return amf0.decode(payload, self._limits)
+
+    def _on_command(
+        self, message: ch.Message, name: str, tid: float, obj: Any, args: list[Any]
+    ) -> Iterator[ev.Event]:
+        raise NotImplementedError
+
+    def _on_media(self, message: ch.Message) -> Iterator[ev.Event]:
+        return iter(())
+
+
+def _u32(payload: bytes, what: str) -> int:
+    if len(payload) < 4:
+        raise RemoteProtocolError(f"{what} payload shorter than 4 bytes")
+    value: int = _U32.unpack_from(payload)[0]
+    return value
+
+
+def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"level": level, "code": code, "description": description, **extra}
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    key, _, query = name.partition("?")
+    return key, query
+
+
+class RtmpServerSession(_Session):
+    """Server role: accepts one publisher per connection."""
+
+    _TRANSITIONS = SERVER_TRANSITIONS
+
+    def __init__(
+        self,
+        max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        out_chunk_size: int = DEFAULT_OUT_CHUNK_SIZE,
+        window_ack_size: int = DEFAULT_WINDOW_ACK_SIZE,
+        max_amf_depth: int = amf0.DEFAULT_MAX_DEPTH,
+        max_amf_items: int = amf0.DEFAULT_MAX_ITEMS,
+        max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
+        *,
+        max_amf_string: int = amf0.DEFAULT_MAX_STRING,
+        random_bytes: RandomBytes = os.urandom,
+    ) -> None:
+        super().__init__(
+            max_chunk_size=max_chunk_size,
+            max_message_size=max_message_size,
+            out_chunk_size=out_chunk_size,
+            window_ack_size=window_ack_size,
+            max_amf_depth=max_amf_depth,
+            max_amf_items=max_amf_items,
+            max_amf_string=max_amf_string,
+            max_chunk_streams=max_chunk_streams,
+        )
+        self.state = SessionState.HANDSHAKE
+        self._handshake = ServerHandshake(random_bytes)
+        self.app = ""
+        self._streams: set[int] = set()
+        self._next_stream_id = 1
+        self._publish_stream: int | None = None
+        self._publish_key = ""
+
+    @property
+    def digest_handshake(self) -> bool:
+        """True when the client used the Flash Player 9 digest handshake."""
+        return self._handshake.digest
+
+    def accept_publish(self, stream_id: int) -> None:
+        """Answer PublishRequested with NetStream.Publish.Start; media events follow."""
+        self._check_pending(stream_id)
+        self._transition(Trigger.ACCEPT, local=True)
+        self._send_user_control(UC_STREAM_BEGIN, _U32.pack(stream_id))
+        info = _status(
+            "status",
+            "NetStream.Publish.Start",
+            f"{self._publish_key} is now published.",
+            details=self._publish_key,
+        )
+        self._send_command("onStatus", 0.0, None, info, stream_id=stream_id, csid=CSID_STATUS)
+
+    def reject_publish(
+        self,
+        stream_id: int,
+        code: str = "NetStream.Publish.BadName",
+        description: str = "Publishing refused.",
+    ) -> None:
+        """Answer PublishRequested with an error onStatus; the session then closes."""
+        self._check_pending(stream_id)
+        self._transition(Trigger.REJECT, local=True)
+        info = _status("error", code, description)
+        self._send_command("onStatus", 0.0, None, info, stream_id=stream_id, csid=CSID_STATUS)
+
+    def _check_pending(self, stream_id: int) -> None:
+        if self.state is not SessionState.PUBLISH_REQUESTED or stream_id != self._publish_stream:
+            raise LocalProtocolError(
+                f"no publish request pending on stream {stream_id} (state {self.state.name})"
+            )
+
+    def _paused(self) -> bool:
+        return self.state is SessionState.PUBLISH_REQUESTED
+
+    def _advance_handshake(self) -> bool:
+        self._out += self._handshake.advance(self._buf)
+        self._handshake_bytes = self._handshake.bytes_read
+        if self._handshake.state is not HandshakeState.DONE:
+            return False
+        self._transition(Trigger.HANDSHAKE_DONE, local=False)
+        return True
+
+    def _on_command(
+        self, message: ch.Message, name: str, tid: float, obj: Any, args: list[Any]
+    ) -> Iterator[ev.Event]:
+        if name == "connect":
+            yield self._on_connect(tid, obj)
+            return
+        if self.state is SessionState.CONNECTING:
+            raise RemoteProtocolError(f"{name} before connect", "NetConnection.Connect.Rejected")
+        if name in ("releaseStream", "FCPublish", "FCUnpublish"):
+            # Adobe-era calls with no effect here; FFmpeg and OBS tolerate either answer.
+            if tid:
+                self._send_command("_result", tid, None, amf0.UNDEFINED)
+            if name == "FCUnpublish":
+                yield from self._unpublish(self._publish_stream)
+        elif name == "createStream":
+            # Section 7.2.1.3: the result carries the new message stream id.
+            if len(self._streams) >= MAX_STREAMS:
+                raise RemoteProtocolError(f"more than {MAX_STREAMS} streams on one connection")
+            stream_id = self._next_stream_id
+            self._next_stream_id += 1
+            self._streams.add(stream_id)
+            self._send_command("_result", tid, None, float(stream_id))
+        elif name == "publish":
+            yield self._on_publish(message.stream_id, args)
+        elif name in ("closeStream", "deleteStream"):
+            # Section 7.2.2.3 deleteStream names the stream; closeStream is sent on it.
+            stream_id = message.stream_id
+            if name == "deleteStream":
+                stream_id = _stream_id_arg(args[0] if args else None)
+                self._streams.discard(stream_id)
+            yield from self._unpublish(stream_id)
+        elif name == "play":
+            info = _status("error", "NetStream.Play.Failed", "This server only accepts publishers.")
+            stream_id = message.stream_id
+            self._send_command("onStatus", 0.0, None, info, stream_id=stream_id, csid=CSID_STATUS)
+        elif name in ("_result", "_error", "onStatus", "onBWDone"):
+            pass  # replies and notifications; we never call the client
+        elif tid:
+            # getStreamLength, _checkbw and the like: fail the call, keep the connection.
+            info = _status("error", "NetConnection.Call.Failed", f"Method {name} is not supported.")
+            self._send_command("_error", tid, None, info)
+
+    def _on_connect(self, tid: float, obj: Any) -> ev.Event:
+        if self.state is not SessionState.CONNECTING:
+            raise RemoteProtocolError("connect sent twice", "NetConnection.Connect.Rejected")
+        if not isinstance(obj, dict):
+            raise RemoteProtocolError("connect without a command object", "NetConnection.Connect.Rejected")
+        app = obj.get("app")
+        tc_url = obj.get("tcUrl")
+        self.app = app if isinstance(app, str) else ""
+        self._transition(Trigger.CONNECT, local=False)
+        # Section 7.2.1.1: Window Acknowledgement Size, Set Peer Bandwidth, then the result.
+        self._send_control(ch.WINDOW_ACK_SIZE, _U32.pack(self._window_ack_size))
+        self._send_control(
+            ch.SET_PEER_BANDWIDTH, _U32.pack(self._window_ack_size) + bytes((PEER_BANDWIDTH_DYNAMIC,))
+        )
+        self._send_chunk_size()
+        properties = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
+        info = _status("status", "NetConnection.Connect.Success", "Connection succeeded.", objectEncoding=0.0)
+        self._send_command("_result", tid, properties, info)
+        return ev.Connected(self.app, tc_url if isinstance(tc_url, str) else "", dict(obj))
+
+    def _on_publish(self, stream_id: int, args: list[Any]) -> ev.Event:
+        if stream_id not in self._streams:
+            raise RemoteProtocolError(
+                f"publish on stream {stream_id}, which createStream never returned",
+                "NetStream.Publish.BadConnection",
+            )
+        if self.state is not SessionState.CONNECTED:
+            raise RemoteProtocolError("publish while already publishing", "NetStream.Publish.BadConnection")
+        name = args[0] if args else None
+        if not isinstance(name, str):
+            raise RemoteProtocolError("publish without a publishing name", "NetStream.Publish.BadName")
+        publish_type = args[1] if len(args) > 1 and isinstance(args[1], str) else "live"
+        key, query = _split_name(name)
+        self._transition(Trigger.PUBLISH, local=False)
+        self._publish_stream = stream_id
+        self._publish_key = key
+        return ev.PublishRequested(stream_id, self.app, key, publish_type, query)
+
+    def _unpublish(self, stream_id: int | None) -> Iterator[ev.Event]:
+        if (
+            self.state is SessionState.PUBLISHING
+            and stream_id is not None
+            and stream_id == self._publish_stream
+        ):
+            self._transition(Trigger.UNPUBLISH, local=False)
+            self._publish_stream = None
+            yield ev.Unpublished(stream_id)
+
+    def _on_media(self, message: ch.Message) -> Iterator[ev.Event]:
+        if self.state is not SessionState.PUBLISHING or message.stream_id != self._publish_stream:
+            return  # media for a stream that is not (or no longer) published is dropped
+        stream_id, type_id = message.stream_id, message.type_id
+        if type_id == ch.AUDIO:
+            yield ev.AudioData(stream_id, message.timestamp, message.payload)
+        elif type_id == ch.VIDEO:
+            yield ev.VideoData(stream_id, message.timestamp, message.payload)
+        else:
+            values = self._decode_amf(message)
+            if values and values[0] == "@setDataFrame":
+                values = values[1:]  # FFmpeg and OBS wrap onMetaData in @setDataFrame
+            if values and values[0] == "onMetaData" and len(values) > 1 and isinstance(values[1], dict):
+                yield ev.Metadata(stream_id, dict(values[1]))
+
+
+def _stream_id_arg(value: Any) -> int:
+    if not isinstance(value, float) or not math.isfinite(value) or not 0 <= value < (1 << 32):
+        raise RemoteProtocolError(f"invalid stream id {value!r}")
+    return int(value)
+
+
+# Transaction ids of the client's calls (section 7.2.1: the caller picks them).
+_TID_CONNECT, _TID_RELEASE, _TID_FCPUBLISH, _TID_CREATE, _TID_FCUNPUBLISH, _TID_DELETE = 1, 2, 3, 4, 5, 6
+
+
+class RtmpClientSession(_Session):
+    """Client role: connects and publishes one stream (enough to drive a server in tests)."""
+
+    _TRANSITIONS = CLIENT_TRANSITIONS
+
+    def __init__(
+        self,
+        app: str,
+        tc_url: str,
+        stream_key: str,
+        out_chunk_size: int = DEFAULT_OUT_CHUNK_SIZE,
+        *,
+        publish_type: str = "live",
+        digest_handshake: bool = False,
+        random_bytes: RandomBytes = os.urandom,
+        **caps: int,  # the server's caps (max_chunk_size, max_message_size, ...), same defaults
+    ) -> None:
+        super().__init__(out_chunk_size=out_chunk_size, **caps)
+        self.app, self.tc_url, self.stream_key, self.publish_type = app, tc_url, stream_key, publish_type
+        self._handshake = ClientHandshake(random_bytes, digest=digest_handshake)
+        self.stream_id: int | None = None
+
+    @property
+    def digest_handshake(self) -> bool:
+        """True when the server answered the digest handshake and its signature checked out."""
+        return self._handshake.digest
+
+    def connect(self) -> None:
+        """Start the handshake; connect, createStream and publish follow as replies arrive."""
+        self._transition(Trigger.START, local=True)
+        self._out += self._handshake.start()
+
+    def send_metadata(self, values: dict[str, Any]) -> None:
+        """Send onMetaData through @setDataFrame (as FFmpeg and OBS do)."""
+        payload = amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(values))
+        self._send(CSID_STATUS, ch.DATA_AMF0, self._publishing_stream(), payload)
+
+    def send_video(self, timestamp: int, data: bytes) -> None:
+        """Send one video message (an FLV video tag body) at ``timestamp`` ms."""
+        self._send(CSID_VIDEO, ch.VIDEO, self._publishing_stream(), data, timestamp)
+
+    def send_audio(self, timestamp: int, data: bytes) -> None:
+        """Send one audio message (an FLV audio tag body) at ``timestamp`` ms."""
+        self._send(CSID_AUDIO, ch.AUDIO, self._publishing_stream(), data, timestamp)
+
+    def unpublish(self) -> None:
+        """Send FCUnpublish and deleteStream; the session is then closed."""
+        stream_id = self._publishing_stream()
+        self._transition(Trigger.UNPUBLISH, local=True)
+        self._send_command("FCUnpublish", float(_TID_FCUNPUBLISH), None, self.stream_key)
+        self._send_command("deleteStream", float(_TID_DELETE), None, float(stream_id))
+
+    def _publishing_stream(self) -> int:
+        if self.state is not SessionState.PUBLISHING or self.stream_id is None:
+            raise LocalProtocolError(f"not publishing (state {self.state.name})")
+        return self.stream_id
+
+    def _advance_handshake(self) -> bool:
+        if self.state is SessionState.IDLE:
+            return False  # the server speaks only after C0/C1
+        self._out += self._handshake.advance(self._buf)
+        self._handshake_bytes = self._handshake.bytes_read
+        if self._handshake.state is not HandshakeState.DONE:
+            return False
+        self._transition(Trigger.HANDSHAKE_DONE, local=False)
+        self._send_chunk_size()
+        command_object = {
+            "app": self.app,
+            "type": "nonprivate",
+            "flashVer": "FMLE/3.0 (compatible; edged)",
+            "tcUrl": self.tc_url,
+        }
+        self._send_command("connect", float(_TID_CONNECT), command_object)
+        return True
+
+    def _on_command(
+        self, message: ch.Message, name: str, tid: float, obj: Any, args: list[Any]
+    ) -> Iterator[ev.Event]:
+        info = args[0] if args else None
+        if name == "_result" and tid == _TID_CONNECT and self.state is SessionState.CONNECTING:
+            if not isinstance(info, dict) or info.get("code") != "NetConnection.Connect.Success":
+                yield self._rejected(info)
+                return
+            self._transition(Trigger.CONNECT, local=False)
+            self._send_command("releaseStream", float(_TID_RELEASE), None, self.stream_key)
+            self._send_command("FCPublish", float(_TID_FCPUBLISH), None, self.stream_key)
+            self._send_command("createStream", float(_TID_CREATE), None)
+            yield ev.Connected(self.app, self.tc_url, dict(info))
+        elif name == "_result" and tid == _TID_CREATE and self.state is SessionState.CONNECTED:
+            self.stream_id = _stream_id_arg(info)
+            self._transition(Trigger.PUBLISH, local=False)
+            self._send_command(
+                "publish",
+                0.0,
+                None,
+                self.stream_key,
+                self.publish_type,
+                stream_id=self.stream_id,
+                csid=CSID_STREAM_COMMAND,
+            )
+        elif (
+            name == "_error"
+            and tid in (_TID_CONNECT, _TID_CREATE)
+            and self.state in (SessionState.CONNECTING, SessionState.CONNECTED)
+        ):
+            yield self._rejected(info)
+        elif name == "onStatus" and self.state is SessionState.PUBLISH_REQUESTED and isinstance(info, dict):
+            if info.get("code") == "NetStream.Publish.Start":
+                self._transition(Trigger.ACCEPT, local=False)
+                assert self.stream_id is not None
+                yield ev.PublishAccepted(self.stream_id)
+            elif info.get("level") == "error":
+                yield self._rejected(info)
+        # Anything else (onBWDone, _result of releaseStream/FCPublish, calls) needs nothing.
+
+    def _rejected(self, info: Any) -> ev.Event:
+        self._transition(Trigger.REJECT, local=False)
+        info = info if isinstance(info, dict) else {}
+        code, description = info.get("code"), info.get("description")
+        return ev.PublishRejected(
+            code if isinstance(code, str) else "", description if isinstance(description, str) else ""
+        )
+
+
+__all__ = ["RtmpClientSession", "RtmpServerSession", "SessionState", "Trigger"]
