@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edged.protocols.rtmp import events as ev  # noqa: E402
-from edged.protocols.rtmp.session import RtmpClientSession, RtmpServerSession  # noqa: E402
+from edged.protocols.rtmp.client import RtmpClientSession  # noqa: E402
+from edged.protocols.rtmp.session import RtmpServerSession  # noqa: E402
 from tests.unit.media.flvsource import flv_tags  # noqa: E402
 
 CACHE = Path("/tmp/edged-bench")

@@ -9,7 +9,8 @@ from edged.protocols.buffer import ReceiveBuffer
 from edged.protocols.rtmp import amf0
 from edged.protocols.rtmp import events as ev
 from edged.protocols.rtmp.chunk import COMMAND_AMF0, ChunkReader, ChunkWriter, Message
-from edged.protocols.rtmp.session import RtmpClientSession, RtmpServerSession
+from edged.protocols.rtmp.client import RtmpClientSession
+from edged.protocols.rtmp.session import RtmpServerSession
 
 
 def fixed_random(seed: int = 1) -> Callable[[int], bytes]:

@@ -12,7 +12,8 @@ from edged.errors import RemoteProtocolError
 from edged.protocols.rtmp import amf0
 from edged.protocols.rtmp import events as ev
 from edged.protocols.rtmp.chunk import ChunkWriter
-from edged.protocols.rtmp.session import RtmpClientSession, RtmpServerSession
+from edged.protocols.rtmp.client import RtmpClientSession
+from edged.protocols.rtmp.session import RtmpServerSession
 from tests.unit.protocols.rtmp.helpers import SIMPLE_C0C1C2, SessionPair, accept_all, command, fixed_random
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

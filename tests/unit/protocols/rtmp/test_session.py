@@ -13,8 +13,9 @@ from edged.errors import LocalProtocolError, RemoteProtocolError
 from edged.protocols.rtmp import amf0
 from edged.protocols.rtmp import events as ev
 from edged.protocols.rtmp.chunk import ChunkWriter, Message
+from edged.protocols.rtmp.client import RtmpClientSession
 from edged.protocols.rtmp.handshake import ServerHandshake
-from edged.protocols.rtmp.session import RtmpClientSession, RtmpServerSession, SessionState
+from edged.protocols.rtmp.session import RtmpServerSession, SessionState
 from tests.unit.protocols.rtmp.helpers import (
     SIMPLE_C0C1C2,
     PeerView,
