@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +160,34 @@ def test_kill9_restart_keeps_segments_and_sequence(tmp_path: Path) -> None:
         assert first_new == last_seq + 1  # continues, never reuses a number
     finally:
         edge2.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_worker_crash_is_restarted_with_discontinuity(edge: EdgeProcess) -> None:
+    pub = ffmpeg_publish(edge.rtmp_url(KEY), seconds=14)
+    try:
+        wait_for(lambda: segment_count(edge) >= 2, 30, "two segments")
+        assert edge.proc is not None
+        workers = _children(edge.proc.pid)
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = pub.communicate(timeout=60)
+        assert pub.returncode == 0, err.decode()  # the publisher never noticed
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+            pub.communicate()
+    wait_for(lambda: "#EXT-X-ENDLIST" in playlist(edge, "source/index.m3u8"), 20, "the stream to end")
+    media = playlist(edge, "source/index.m3u8").splitlines()
+    assert "#EXT-X-DISCONTINUITY" in media
+    seqs = [int(u[:-3]) for u in media if u.endswith(".ts")]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    metrics = http_get(edge.http + "/metrics")[2].decode()
+    assert "edged_pipeline_worker_restarts_total 1.0" in metrics
+    assert "edged_pipeline_worker_failures_total 1.0" in metrics
