@@ -104,7 +104,7 @@ class SrtServer:
         """Bind and listen; raises DependencyMissing when libsrt is absent, SrtCallError on bind."""
         self._loop = asyncio.get_running_loop()
         host, port = parse_hostport(self._cfg.listen, "srt.listen")
-        self._lib = libsrt.load()
+        self._lib = await asyncio.to_thread(libsrt.load)
         await asyncio.to_thread(self._open, host, port)
         self._thread = threading.Thread(target=self._run, name="srt-epoll", daemon=True)
         self._thread.start()

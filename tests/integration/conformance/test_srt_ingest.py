@@ -46,6 +46,7 @@ class Collector:
         self.ended: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._tasks: list[asyncio.Task[None]] = []
         self._start_event = asyncio.Event()
+        self._packet_event = asyncio.Event()
         hub.add_listener(self._on_start)
 
     def _on_start(self, stream: Stream) -> None:
@@ -58,11 +59,18 @@ class Collector:
     async def _pump(self, channel: str, reader) -> None:  # type: ignore[no-untyped-def]
         while (p := await reader.get()) is not None:
             self.packets[channel].append(p)
+            self._packet_event.set()
         self.ended[channel].set()
 
     async def wait_ended(self, channel: str, limit: float = 10.0) -> list[MediaPacket]:
         await asyncio.wait_for(self.ended[channel].wait(), limit)
         return self.packets[channel]
+
+    async def wait_packets(self, channel: str, count: int, limit: float = 10.0) -> None:
+        async with asyncio.timeout(limit):
+            while len(self.packets[channel]) < count:
+                self._packet_event.clear()
+                await self._packet_event.wait()
 
     async def wait_started(self, count: int, limit: float = 5.0) -> None:
         async with asyncio.timeout(limit):
@@ -333,6 +341,43 @@ async def test_silent_publisher_times_out_and_channel_frees(monkeypatch: pytest.
         # the channel is free again for the next publisher
         assert await ffmpeg_publish(srt_url(server.port, "key-one"), seconds=1.5) == 0
         assert col.started == ["one", "one"]
+
+
+async def test_vanished_publisher_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the encoder: no SRT shutdown reaches us; the idle timer ends the stream."""
+    monkeypatch.setattr(srt_server, "CHECK_INTERVAL", 0.05)
+    async with serving(idle_timeout=1.0) as (server, hub, col):
+        proc = await asyncio.create_subprocess_exec(
+            need("ffmpeg"), *encoder_args(20), srt_url(server.port, "key-one"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await col.wait_started(1)
+            await col.wait_packets("one", 50)
+            os.kill(proc.pid, 9)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            packets = await col.wait_ended("one", limit=5)
+            assert 0.8 < loop.time() - t0 < 2.5
+        finally:
+            await run_procs(proc, limit=5)
+        assert hub.get("one") is None
+        video = [p for p in packets if p.kind == "video"]
+        assert video[0].keyframe and len(video) >= 15
+
+
+async def test_connection_cap_refuses_in_handshake() -> None:
+    before = counter("edged_srt_refused_total", reason="capacity")
+    hub = StreamHub()
+    server = SrtServer(SrtConfig(listen="127.0.0.1:0"), hub, StaticAuthorizer(KEYS), max_connections=1)
+    await server.start()
+    first = Caller()
+    try:
+        assert await asyncio.to_thread(first.connect, server.port, "key-one") is None
+        assert await try_connect(server.port, "key-two") == sid.REJ_OVERLOAD
+    finally:
+        await asyncio.to_thread(first.close)
+        await server.stop()
+    assert counter("edged_srt_refused_total", reason="capacity") == before + 1
 
 
 async def test_stop_ends_live_publishers() -> None:
