@@ -83,10 +83,12 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
 
 @dataclass(frozen=True)
 class TranscodeConfig:
-    enabled: bool = False  # passthrough only until the ladder is switched on
+    # true | false | "auto": on where the node can take it (NVENC, or libx264 with CPU for several
+    # ladders); a node at capacity serves further streams as passthrough only
+    enabled: bool | str = "auto"
     encoder: str = "auto"  # auto | nvenc | x264
-    ladder: tuple[Rung, ...] = DEFAULT_LADDER
-    max_transcodes: int = 0  # 0 = derive from detected capacity
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER  # rungs above the source are dropped per stream
+    max_transcodes: int = 0  # concurrent ladders; 0 = derive from detected capacity
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,14 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key)
+        first: ConfigError | None = None
+        for alt in inner:  # the first member that accepts the value wins
+            try:
+                return _convert(alt, value, key)
+            except ConfigError as exc:
+                first = first or exc
+        assert first is not None
+        raise first
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(key, "expected a table")
@@ -190,6 +199,9 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         if k not in names:
             raise ConfigError(path, "unknown key")
         kwargs[k] = _convert(hints[k], v, path)
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}.{f.name}" if prefix else f.name, "missing (required)")
     return cls(**kwargs)
 
 
@@ -256,6 +268,24 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"srt.channel_passphrases.{ch}", "SRT passphrases are 10 to 79 characters")
     if cfg.transcode.encoder not in ("auto", "nvenc", "x264"):
         raise ConfigError("transcode.encoder", "expected auto, nvenc or x264")
+    if cfg.transcode.enabled not in (True, False, "auto"):
+        raise ConfigError("transcode.enabled", 'expected true, false or "auto"')
+    if cfg.transcode.max_transcodes < 0:
+        raise ConfigError("transcode.max_transcodes", "must not be negative")
+    rung_names: set[str] = set()
+    for i, rung in enumerate(cfg.transcode.ladder):
+        key = f"transcode.ladder[{i}]"
+        if not _CHANNEL_RE.match(rung.name) or rung.name == "source":
+            raise ConfigError(f"{key}.name", f"invalid rung name {rung.name!r} (A-Z a-z 0-9 _ . -, not 'source')")
+        if rung.name in rung_names:
+            raise ConfigError(f"{key}.name", f"rung name {rung.name!r} is used twice")
+        rung_names.add(rung.name)
+        if not (16 <= rung.width <= 7680 and 16 <= rung.height <= 4320):
+            raise ConfigError(key, f"size {rung.width}x{rung.height} outside 16x16..7680x4320")
+        if not 1 <= rung.fps <= 240:
+            raise ConfigError(f"{key}.fps", "expected between 1 and 240")
+        if not 16 <= rung.bitrate_kbps <= 200_000:
+            raise ConfigError(f"{key}.bitrate_kbps", "expected between 16 and 200000")
     seen: set[str] = set()
     for key, channel in cfg.channels.items():
         if not _KEY_RE.match(key):
