@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edged.config import SrtConfig
+from edged.errors import DependencyMissing
 from edged.ingest import libsrt, srt_server
 from edged.ingest.auth import StaticAuthorizer
 from edged.ingest.srt_server import SrtServer
@@ -167,13 +168,13 @@ class Caller:
         self.lib.startup()
         self.sock = self.lib.create_socket()
 
-    def connect(self, port: int, streamid: str, passphrase: str = "") -> int | None:
+    def connect(self, port: int, streamid: str, passphrase: str = "", host: str = "127.0.0.1") -> int | None:
         """None when connected, else the reject reason."""
         self.lib.set_str(self.sock, libsrt.Opt.STREAMID, streamid)
         if passphrase:
             self.lib.set_str(self.sock, libsrt.Opt.PASSPHRASE, passphrase)
         try:
-            self.lib.connect(self.sock, "127.0.0.1", port)
+            self.lib.connect(self.sock, host, port)
         except libsrt.SrtCallError as exc:
             assert exc.code == libsrt.Err.ECONNREJ, exc
             return self.lib.reject_reason(self.sock)
@@ -378,6 +379,34 @@ async def test_connection_cap_refuses_in_handshake() -> None:
         await asyncio.to_thread(first.close)
         await server.stop()
     assert counter("edged_srt_refused_total", reason="capacity") == before + 1
+
+
+async def test_ipv6_listener() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    hub = StreamHub()
+    col = Collector(hub)
+    server = SrtServer(SrtConfig(listen="[::1]:0"), hub, StaticAuthorizer(KEYS))
+    await server.start()
+    caller = Caller()
+    try:
+        assert await asyncio.to_thread(caller.connect, server.port, "key-one", "", "::1") is None
+        await col.wait_started(1)
+        assert col.started == ["one"]
+    finally:
+        await asyncio.to_thread(caller.close)
+        await server.stop()
+        await col.close()
+
+
+async def test_missing_libsrt_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(libsrt, "_lib", None)
+    monkeypatch.setattr(libsrt, "_LIB_NAMES", ("libsrt-does-not-exist.so.9",))
+    monkeypatch.setattr(libsrt.ctypes.util, "find_library", lambda name: None)
+    server = SrtServer(SrtConfig(listen="127.0.0.1:0"), StreamHub(), StaticAuthorizer(KEYS))
+    with pytest.raises(DependencyMissing, match="libsrt1.5-gnutls"):
+        await server.start()
+    await server.stop()  # a server that never started stops as a no-op
 
 
 async def test_stop_ends_live_publishers() -> None:
