@@ -1,9 +1,16 @@
-"""Runs one pipeline worker process per live channel and keeps it fed.
+"""Runs one pipeline worker process per live channel, keeps it fed, and admits its transcode.
 
 The pump reads the channel's Stream through its own bounded reader and writes framed packets to
 the worker's stdin. A worker that is slow makes `drain()` wait, the reader's queue fills and drops
 to the next keyframe: the publisher never waits. A worker that dies while the stream is live is
 restarted with exponential backoff (its next segment is marked as a discontinuity).
+
+Transcoding: at start the encoder is detected in a child process (NVML and a trial NVENC open can
+stall or crash in a broken driver; never in the daemon, never on the loop). Each new stream is
+admitted to the ABR ladder while the node has capacity (transcode.max_transcodes, or the estimate
+for the detected encoder); a stream that finds the node at capacity is served as passthrough only.
+`transcode.enabled = "auto"` (the default) turns the ladder on where the node can take it: with
+NVENC, or with libx264 when the CPU fits several ladders (a 2-core box does not).
 """
 
 from __future__ import annotations
@@ -14,12 +21,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from edged import metrics
 from edged.config import Config
 from edged.media.hub import StreamHub
 from edged.media.stream import Reader, Stream
+from edged.media.transcode import encoders
+from edged.media.transcode import metrics as tmetrics
+from edged.media.transcode.encoders import EncoderChoice
 from edged.media.transcode.wire import WireEncoder
 from edged.media.transcode.worker import WorkerSpec
 
@@ -28,6 +39,7 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL = 0.5  # s
 BACKOFF_MAX = 10.0  # s
 STOP_GRACE = 5.0  # s a worker gets to flush its last segment
+PROBE_TIMEOUT = 30.0  # s for the encoder probe (NVML + one NVENC frame)
 
 
 class PipelineSupervisor:
@@ -41,12 +53,93 @@ class PipelineSupervisor:
         self.on_report = on_report
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self.encoder: EncoderChoice | None = None
+        self.transcode_on = False
+        self.capacity = 0
+        self._detecting: asyncio.Task[None] | None = None
+        self._transcoding: set[str] = set()
 
     async def start(self) -> None:
         self.hub.add_listener(self._on_stream_start)
+        if self.cfg.transcode.enabled is False:
+            tmetrics.set_encoder("none", encoders.R_DISABLED)
+            tmetrics.CAPACITY.set(0)
+            log.info("transcoding disabled by configuration: passthrough only")
+        else:
+            self._detecting = asyncio.get_running_loop().create_task(self._detect(), name="encoder-probe")
+
+    async def _probe(self) -> EncoderChoice:
+        pref = self.cfg.transcode.encoder
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edged.media.transcode.encoders", "--encoder", pref,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return EncoderChoice(encoders.X264, f"libx264: the encoder probe hung for {PROBE_TIMEOUT:g}s",
+                                 encoders.R_OPEN_FAILED)
+        try:
+            return EncoderChoice.from_json(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError, TypeError, KeyError):
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            return EncoderChoice(encoders.X264, f"libx264: the encoder probe failed ({tail[0]})",
+                                 encoders.R_OPEN_FAILED)
+
+    async def _detect(self) -> None:
+        tc = self.cfg.transcode
+        choice = await self._probe()
+        self.encoder = choice
+        tmetrics.set_encoder(choice.codec, choice.reason_code)
+        log.info("transcode encoder: %s (%s)", choice.codec, choice.reason)
+        capacity, how = encoders.estimate_capacity(choice)
+        if tc.max_transcodes > 0:
+            capacity, how = tc.max_transcodes, "transcode.max_transcodes"
+        on = True
+        if tc.encoder == "nvenc" and choice.codec != encoders.NVENC:
+            log.error("transcode.encoder = nvenc but NVENC is not usable here (%s): passthrough only", choice.reason)
+            on = False
+        elif tc.enabled == "auto" and choice.codec == encoders.X264 and tc.max_transcodes == 0 \
+                and capacity < encoders.AUTO_MIN_X264_LADDERS:
+            log.info("transcoding off on this node by default: %s fits %d ladder(s), auto needs %d "
+                     "(turn it on with --transcode or transcode.enabled = true)", how, capacity,
+                     encoders.AUTO_MIN_X264_LADDERS)
+            on = False
+        self.transcode_on = on
+        self.capacity = capacity if on else 0
+        tmetrics.CAPACITY.set(self.capacity)
+        if on:
+            log.info("transcoding on: up to %d concurrent ladder(s) (%s)", capacity, how)
+
+    async def _admit(self, channel: str) -> bool:
+        """Whether this stream gets the ladder; holds one unit of capacity until `_release`."""
+        if self._detecting is not None and not self._detecting.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._detecting)
+        if not self.transcode_on or self.encoder is None:
+            return False
+        if len(self._transcoding) >= self.capacity:
+            tmetrics.REFUSED.inc()
+            log.warning("channel=%s transcode refused: node at capacity (%d of %d ladders); serving passthrough only",
+                        channel, len(self._transcoding), self.capacity)
+            return False
+        self._transcoding.add(channel)
+        tmetrics.ACTIVE.set(len(self._transcoding))
+        return True
+
+    def _release(self, channel: str) -> None:
+        self._transcoding.discard(channel)
+        tmetrics.ACTIVE.set(len(self._transcoding))
+        tmetrics.channel_ended(channel)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._detecting is not None and not self._detecting.done():
+            self._detecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._detecting
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
@@ -63,11 +156,13 @@ class PipelineSupervisor:
         self._tasks[stream.channel] = task
         task.add_done_callback(lambda t, ch=stream.channel: self._tasks.pop(ch, None) if self._tasks.get(ch) is t else None)
 
-    def _spec(self, stream: Stream) -> WorkerSpec:
+    def _spec(self, stream: Stream, transcode: bool = False) -> WorkerSpec:
+        ladder = tuple(asdict(r) for r in self.cfg.transcode.ladder) if transcode and self.encoder else ()
         return WorkerSpec(
             channel=stream.channel, store_path=self.store_path, store_max_bytes=self.cfg.store.max_bytes,
             segment_seconds=self.cfg.hls.segment_seconds, max_segment_seconds=self.cfg.hls.max_segment_seconds,
             keep_segments=self.cfg.hls.window + self.cfg.store.retention_segments, session=stream.session_id,
+            ladder=ladder, encoder=self.encoder.codec if ladder and self.encoder else "",
         )
 
     async def _run(self, stream: Stream, reader: Reader, prev: asyncio.Task[None] | None) -> None:
@@ -75,9 +170,10 @@ class PipelineSupervisor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(prev), STOP_GRACE * 2)
         backoff = BACKOFF_INITIAL
+        transcode = await self._admit(stream.channel)
         try:
             while True:
-                ended_cleanly = await self._run_worker(stream, reader)
+                ended_cleanly = await self._run_worker(stream, reader, transcode)
                 if ended_cleanly or stream.ended:
                     return
                 metrics.WORKER_FAILURES.inc()
@@ -88,11 +184,13 @@ class PipelineSupervisor:
                 reader.resync()
         finally:
             reader.close()
+            if transcode:
+                self._release(stream.channel)
 
-    async def _run_worker(self, stream: Stream, reader: Reader) -> bool:
+    async def _run_worker(self, stream: Stream, reader: Reader, transcode: bool = False) -> bool:
         """Run one worker process until the stream ends (True) or the worker dies (False)."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edged.media.transcode.worker", self._spec(stream).to_arg(),
+            sys.executable, "-m", "edged.media.transcode.worker", self._spec(stream, transcode).to_arg(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         metrics.WORKERS.inc()
@@ -157,5 +255,21 @@ class PipelineSupervisor:
                     metrics.INGEST_TO_PLAYLIST.observe(rep["latency"])
                 if rep.get("evicted"):
                     metrics.STORE_EVICTED.inc(rep["evicted"])
+            else:
+                self._transcode_report(channel, rep)
             if self.on_report is not None:
                 self.on_report(channel, rep)
+
+    def _transcode_report(self, channel: str, rep: dict[str, Any]) -> None:
+        event = rep.get("event")
+        if event == "shed":
+            tmetrics.SHED.labels(rendition=rep["rendition"]).inc()
+            tmetrics.RUNGS_SHED.labels(channel=channel).set(rep.get("shed", 0))
+        elif event == "restore":
+            tmetrics.RESTORED.labels(rendition=rep["rendition"]).inc()
+            tmetrics.RUNGS_SHED.labels(channel=channel).set(rep.get("shed", 0))
+        elif event == "backlog":
+            tmetrics.BACKLOG.labels(channel=channel).set(rep.get("seconds", 0))
+            tmetrics.RUNGS_SHED.labels(channel=channel).set(rep.get("shed", 0))
+        elif event == "rendition_error":
+            tmetrics.RENDITION_ERRORS.labels(rendition=rep["rendition"]).inc()

@@ -1,8 +1,10 @@
 """Pipeline worker: a child process per live channel.
 
-Reads framed MediaPackets on stdin (wire.py), cuts and muxes segments per rendition, writes each
-segment to the LMDB store in one transaction, and reports one JSON line per segment on stdout.
-It exits when stdin reports END or closes (so it dies with its parent, even after kill -9).
+Reads framed MediaPackets on stdin (wire.py), cuts and muxes segments for the source passthrough
+and, when the spec carries a ladder and an encoder, for each encoded rung (renditions.py: decode
+once, scale, encode on threads), writes each segment to the LMDB store in one transaction, and
+reports one JSON line per segment or ladder event on stdout. It exits when stdin reports END or
+closes (so it dies with its parent, even after kill -9).
 
 Run as: python -m edged.media.transcode.worker '<json WorkerSpec>'
 """
@@ -13,14 +15,19 @@ import ctypes
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edged.config import Rung
 from edged.media.packet import MediaPacket
-from edged.media.segmenter import Segment, Segmenter
+from edged.media.segmenter import Segment
+from edged.media.transcode.ladder import SOURCE, snap_fps
+from edged.media.transcode.overload import OverloadPolicy
+from edged.media.transcode.renditions import Renditions
 from edged.media.transcode.wire import WireDecoder
 from edged.store.segments import SegmentMeta, SegmentStore
 
@@ -28,6 +35,9 @@ log = logging.getLogger("edged.worker")
 
 _READ_SIZE = 256 * 1024
 _PR_SET_PDEATHSIG = 1
+TICK = 0.1  # s: how often encoder output is collected when no input arrives
+# Rehearse overload: cap each transcoder's encode work at this many megapixels per second.
+THROTTLE_ENV = "EDGED_TRANSCODE_THROTTLE_MPX"
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,9 @@ class WorkerSpec:
     keep_segments: int  # per rendition: playlist window + retention
     session: int  # publisher session number, for the channel record
     restart: bool = False  # a restarted worker marks a discontinuity
+    # Transcoding (added with the ABR ladder; absent = passthrough only):
+    ladder: tuple[dict[str, Any], ...] = ()  # config Rungs as dicts; the worker picks those that fit
+    encoder: str = ""  # "h264_nvenc" or "libx264"; "" = passthrough only
 
     def to_arg(self) -> str:
         return json.dumps(asdict(self))
@@ -72,36 +85,57 @@ class _Bandwidth:
     def frame_rate(self) -> float | None:
         if not self._fps:
             return None
-        fps = sorted(self._fps)[len(self._fps) // 2]
-        common = min((23.976, 24, 25, 29.97, 30, 48, 50, 59.94, 60), key=lambda c: abs(fps - c))
-        return common if abs(fps - common) < 0.02 * common else round(fps, 3)
+        return snap_fps(sorted(self._fps)[len(self._fps) // 2])
+
+
+def _throttle_from_env() -> float:
+    raw = os.environ.get(THROTTLE_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw else 0.0
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number", THROTTLE_ENV, raw)
+        return 0.0
 
 
 class Pipeline:
-    """Renditions of one channel. This is passthrough only; the ABR ladder adds encoded renditions."""
+    """All renditions of one channel, committed to the store."""
 
     def __init__(self, spec: WorkerSpec, store: SegmentStore, report: Any = None) -> None:
         self.spec = spec
         self.store = store
         self.report = report or (lambda d: None)
-        seq, disc = store.sequence_state(spec.channel, "source")
+        seq, disc = store.sequence_state(spec.channel, SOURCE)
+        ladder = tuple(Rung(**r) for r in spec.ladder) if spec.encoder else ()
         # A new publisher session (or a restarted worker) after earlier segments: discontinuity.
-        self.segmenters = {
-            "source": Segmenter("source", segment_seconds=spec.segment_seconds,
-                                max_segment_seconds=spec.max_segment_seconds,
-                                next_seq=seq, disc_seq=disc, discontinuity=seq > 0),
-        }
-        self.bandwidth = {name: _Bandwidth() for name in self.segmenters}
+        self.renditions = Renditions(
+            channel=spec.channel, segment_seconds=spec.segment_seconds,
+            max_segment_seconds=spec.max_segment_seconds, next_seq=seq, disc_seq=disc, discontinuity=seq > 0,
+            ladder=ladder, codec=spec.encoder, on_segment=self._commit, on_event=self._event,
+            overload=OverloadPolicy.for_segments(spec.segment_seconds), throttle_mpx=_throttle_from_env(),
+        )
+        self.bandwidth: dict[str, _Bandwidth] = {}
+        self._entries: dict[str, dict[str, Any]] = {}  # rendition → its entry in the channel record
         store.update_channel(spec.channel, live=True, session=spec.session, started=time.time())
 
     def push(self, pkt: MediaPacket) -> None:
-        for seg in self.segmenters["source"].push(pkt):
-            self._commit(seg)
+        self.renditions.push(pkt)
+
+    def tick(self) -> None:
+        self.renditions.tick()
 
     def finish(self) -> None:
-        for seg in self.segmenters["source"].flush():
-            self._commit(seg)
+        self.renditions.finish()
         self.store.update_channel(self.spec.channel, live=False, ended=time.time())
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The channel record's renditions: the source first, then the listed rungs, highest first."""
+        names = [SOURCE, *(r.name for r in self.renditions.listed())]
+        return [self._entries[n] for n in names if n in self._entries]
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if event.get("event") in ("rendition", "shed"):
+            self.store.update_channel(self.spec.channel, renditions=self.listing())
+        self.report(event)
 
     def _commit(self, seg: Segment) -> None:
         meta = SegmentMeta(
@@ -112,12 +146,20 @@ class Pipeline:
         )
         evicted = self.store.put_segment(meta, seg.payload, keep=self.spec.keep_segments)
         listed = time.monotonic()
-        bw = self.bandwidth[seg.rendition]
+        bw = self.bandwidth.setdefault(seg.rendition, _Bandwidth())
         bw.add(seg)
-        self.store.update_channel(self.spec.channel, renditions=[{
+        entry = {
             "name": seg.rendition, "width": seg.width, "height": seg.height, "codecs": ",".join(seg.codecs),
             "bandwidth": bw.peak, "average_bandwidth": bw.average, "frame_rate": bw.frame_rate,
-        }])
+        }
+        rung = next((r.rendition for r in self.renditions.rungs if r.rendition.name == seg.rendition), None)
+        if rung is not None:
+            # The configured rate is a ceiling the encoder keeps to over its 1 s buffer: a steadier
+            # BANDWIDTH for players than the peak of the few segments seen so far.
+            entry["bandwidth"] = max(bw.peak, rung.bitrate_kbps * 1000)
+            entry["frame_rate"] = snap_fps(rung.fps)
+        self._entries[seg.rendition] = entry
+        self.store.update_channel(self.spec.channel, renditions=self.listing())
         self.report({
             "event": "segment", "rendition": seg.rendition, "seq": seg.seq, "duration": round(seg.duration, 4),
             "bytes": len(seg.payload), "latency": round(listed - seg.first_arrival, 4) if seg.first_arrival else None,
@@ -151,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(spec, store, report)
     decoder = WireDecoder()
     stdin = sys.stdin.buffer
+    fd = stdin.fileno()
     try:
         while True:
-            data = os.read(stdin.fileno(), _READ_SIZE)
+            ready, _, _ = select.select([fd], [], [], TICK)
+            if not ready:
+                pipeline.tick()  # encoder output keeps flowing while the publisher pauses
+                continue
+            data = os.read(fd, _READ_SIZE)
             if not data:
                 break
             decoder.receive_data(data)
