@@ -32,6 +32,17 @@ def _hostport(value: str) -> str:
     return value
 
 
+def _ladder(value: str) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    from edged.media.transcode.ladder import parse_ladder
+
+    try:
+        return [asdict(r) for r in parse_ladder(value)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edged", description="Live-video edge appliance daemon.")
     p.add_argument("--version", action="version", version=f"edged {__version__}")
@@ -51,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--enroll-token", metavar="TOKEN", help="one-time bootstrap token from `originctl token create`")
     run.add_argument("--segment-seconds", type=float, metavar="S", help="target HLS segment duration (default 2)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    run.add_argument("--transcode", action=argparse.BooleanOptionalAction, default=None,
+                     help="ABR ladder on/off (default: on where the node can take it)")
+    run.add_argument("--encoder", choices=("auto", "nvenc", "x264"), help="ladder encoder (default auto)")
+    run.add_argument("--ladder", metavar="SPEC", type=_ladder,
+                     help="rungs: [NAME=]WxH[@FPS]:KBPS,... or 'default' (rungs above the source are dropped)")
+
+    from edged import bench_transcode
+
+    bench = sub.add_parser("bench", help="measure this box", description="Benchmarks for sizing a box.")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bench_transcode.add_arguments(bench_sub.add_parser(
+        "transcode", help="run the production transcoder on a file as fast as it can",
+        description=bench_transcode.__doc__.splitlines()[0] if bench_transcode.__doc__ else None))
     return p
 
 
@@ -78,6 +102,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o.setdefault("origin", {})["enroll_token"] = args.enroll_token
     if args.channel:
         o["channels"] = {key: name for name, key in args.channel}
+    if args.transcode is not None:
+        o.setdefault("transcode", {})["enabled"] = args.transcode
+    if args.encoder is not None:
+        o.setdefault("transcode", {})["encoder"] = args.encoder
+    if args.ladder is not None:
+        o.setdefault("transcode", {})["ladder"] = args.ladder
     return o
 
 
@@ -105,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "bench":
+            from edged import bench_transcode
+
+            return bench_transcode.run(args)
     except ConfigError as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return 2

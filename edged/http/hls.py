@@ -57,6 +57,12 @@ class HlsHandlers:
         if rendition not in {r["name"] for r in info["renditions"]}:
             raise _not_found("rendition")
         metas = self.store.recent(channel, rendition, self.cfg.hls.window)
+        # A playlist numbers its segments by position (RFC 8216 3, 4.3.3.2): after a gap (an encoded rung
+        # shed under overload and restored keeps the source's numbers) only the run after it is listed.
+        for i in range(len(metas) - 1, 0, -1):
+            if metas[i].seq != metas[i - 1].seq + 1:
+                metas = metas[i:]
+                break
         segments = [
             hls.MediaSegment(seq=m.seq, duration=m.duration, uri=f"{m.seq}.ts", discontinuity=m.discontinuity,
                              disc_seq=m.disc_seq, program_date_time=m.program_date_time)
