@@ -88,7 +88,7 @@ def select(ladder: Iterable[Rung], src_w: int, src_h: int, src_fps: float) -> li
         if w > src_w or h > src_h:
             continue  # never upscale
         k = decimation(src_fps, rung.fps)
-        fps = round(src_fps / k, 3)
+        fps = math.floor(src_fps / k * 1000 + 1e-6) / 1000  # rounded down: never above the source
         if (w, h) == (src_w, src_h) and k == 1:
             continue  # the same as the source passthrough
         native = abs(fps - rung.fps) <= _RATE_SLACK * rung.fps

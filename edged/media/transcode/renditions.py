@@ -317,22 +317,27 @@ class Renditions:
                            "shed": self.controller.shed_count})
         decision = self.controller.observe(now, backlog)
         if isinstance(decision, Shed):
-            r = self.rungs[decision.index]
-            r.wanted = False
-            r.gen = self.transcoder.set_wanted(r.rendition.name, False)
-            log.warning("transcoder %.1fs behind real time: shedding rendition %s (%d of %d shed)",
-                        decision.backlog, r.rendition.name, self.controller.shed_count, len(self.rungs))
-            self._unlist(r, reason="shed")
-            self.on_event({"event": "shed", "rendition": r.rendition.name, "backlog": round(decision.backlog, 3),
-                           "shed": self.controller.shed_count})
+            self.set_wanted(decision.index, False, decision.backlog)
         elif isinstance(decision, Restore):
-            r = self.rungs[decision.index]
-            if r.failed:
-                return
-            r.wanted = True
+            self.set_wanted(decision.index, True, decision.backlog)
+
+    def set_wanted(self, index: int, want: bool, backlog: float = 0.0) -> None:
+        """Shed (False) or restore (True) the rung at `index` of the current ladder (0 = highest)."""
+        if self.transcoder is None or not 0 <= index < len(self.rungs):
+            return
+        r = self.rungs[index]
+        if r.failed or r.wanted == want:
+            return
+        r.wanted = want
+        r.gen = self.transcoder.set_wanted(r.rendition.name, want)
+        shed = sum(not x.wanted for x in self.rungs)
+        if not want:
+            log.warning("transcoder %.1fs behind real time: shedding rendition %s (%d of %d shed)",
+                        backlog, r.rendition.name, shed, len(self.rungs))
+            self._unlist(r, reason="shed")
+        else:
             r.audio.clear()
-            r.gen = self.transcoder.set_wanted(r.rendition.name, True)
             log.info("transcoder caught up (%.1fs behind): restoring rendition %s at the next boundary",
-                     decision.backlog, r.rendition.name)
-            self.on_event({"event": "restore", "rendition": r.rendition.name, "backlog": round(decision.backlog, 3),
-                           "shed": self.controller.shed_count})
+                     backlog, r.rendition.name)
+        self.on_event({"event": "shed" if not want else "restore", "rendition": r.rendition.name,
+                       "backlog": round(backlog, 3), "shed": shed})

@@ -257,6 +257,7 @@ class Transcoder:
         self._by_name = {r.r.name: r for r in self.rungs}
         self._in: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._latest = -math.inf  # pts (s) of the newest submitted packet
+        self._first = -math.inf  # pts (s) of the first one
         self.skipped_to = -math.inf  # pts (s) of the last packet the decoder consumed without frames
         self.decode_errors = 0
         self.hw_decode = False
@@ -272,6 +273,8 @@ class Transcoder:
 
     def submit(self, pkt: MediaPacket, boundary: bool) -> None:
         """Queue one source video packet; `boundary`: the source passthrough cuts here."""
+        if self._first == -math.inf:
+            self._first = pkt.pts_seconds
         self._latest = max(self._latest, pkt.pts_seconds)
         self._in.put((pkt, boundary))
 
@@ -300,8 +303,8 @@ class Transcoder:
         progress = [max(r.done_pts, self.skipped_to) for r in self.rungs if r.want and not r.failed]
         if not progress:
             return 0.0
-        slowest = min(progress)
-        return 0.0 if slowest == -math.inf else max(0.0, self._latest - slowest)
+        slowest = max(min(progress), self._first)  # nothing out yet: behind by all that went in
+        return max(0.0, self._latest - slowest)
 
     def close(self, timeout: float = 5.0) -> list[tuple[str, str, int, Any]]:
         """Encode what is queued (within `timeout`, then give up on the rest), stop the threads and
