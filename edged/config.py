@@ -83,8 +83,8 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
 
 @dataclass(frozen=True)
 class TranscodeConfig:
-    # true | false | "auto": on where the node can take it (NVENC, or libx264 with CPU for several
-    # ladders); a node at capacity serves further streams as passthrough only
+    # true | false | "auto": on where NVENC encodes (CPU-only nodes opt in: libx264 ladders take the
+    # cores ingest and serving need); a node at capacity serves further streams as passthrough only
     enabled: bool | str = "auto"
     encoder: str = "auto"  # auto | nvenc | x264
     ladder: tuple[Rung, ...] = DEFAULT_LADDER  # rungs above the source are dropped per stream

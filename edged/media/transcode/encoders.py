@@ -51,7 +51,6 @@ X264_CORES_PER_LADDER = 1.0
 NVENC_CPU_PER_LADDER = 0.35
 NVENC_LADDERS_PER_GPU = 8
 RESERVED_CORES = 1.0
-AUTO_MIN_X264_LADDERS = 3  # transcode.enabled = "auto" turns libx264 ladders on only with this headroom
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ Transcoding: at start the encoder is detected in a child process (NVML and a tri
 stall or crash in a broken driver; never in the daemon, never on the loop). Each new stream is
 admitted to the ABR ladder while the node has capacity (transcode.max_transcodes, or the estimate
 for the detected encoder); a stream that finds the node at capacity is served as passthrough only.
-`transcode.enabled = "auto"` (the default) turns the ladder on where the node can take it: with
-NVENC, or with libx264 when the CPU fits several ladders (a 2-core box does not).
+`transcode.enabled = "auto"` (the default) turns the ladder on where the node can take it, that is
+where NVENC does the encoding; on CPU-only nodes libx264 ladders would compete with ingest and
+serving for the same cores, so there they are opt-in (`--transcode`, `transcode.enabled = true`).
 """
 
 from __future__ import annotations
@@ -101,11 +102,10 @@ class PipelineSupervisor:
         if tc.encoder == "nvenc" and choice.codec != encoders.NVENC:
             log.error("transcode.encoder = nvenc but NVENC is not usable here (%s): passthrough only", choice.reason)
             on = False
-        elif tc.enabled == "auto" and choice.codec == encoders.X264 and tc.max_transcodes == 0 \
-                and capacity < encoders.AUTO_MIN_X264_LADDERS:
-            log.info("transcoding off on this node by default: %s fits %d ladder(s), auto needs %d "
-                     "(turn it on with --transcode or transcode.enabled = true)", how, capacity,
-                     encoders.AUTO_MIN_X264_LADDERS)
+        elif tc.enabled == "auto" and choice.codec != encoders.NVENC:
+            log.info("transcoding off by default without NVENC: libx264 ladders would take the cores ingest and "
+                     "serving need (%s: about %d ladder(s) here); turn it on with --transcode or "
+                     "transcode.enabled = true", how, capacity)
             on = False
         self.transcode_on = on
         self.capacity = capacity if on else 0

@@ -176,14 +176,14 @@ async def _decide(monkeypatch: pytest.MonkeyPatch, choice: EncoderChoice, cores:
     return sup
 
 
-async def test_auto_turns_the_ladder_on_where_the_node_can_take_it(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_auto_turns_the_ladder_on_where_nvenc_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
     x264 = EncoderChoice(X264, "libx264: no NVIDIA driver/NVML (x)", encoders.R_NO_NVML)
-    small = await _decide(monkeypatch, x264, cores=2)
-    assert not small.transcode_on and small.capacity == 0  # a 2-core box stays passthrough by default
+    cpu_only = await _decide(monkeypatch, x264, cores=16)
+    assert not cpu_only.transcode_on and cpu_only.capacity == 0  # libx264 ladders are opt-in
     info = {"encoder": X264, "reason": encoders.R_NO_NVML}
     assert REGISTRY.get_sample_value("edged_transcode_encoder_info", info) == 1
     assert REGISTRY.get_sample_value("edged_transcode_capacity") == 0
-    assert (await _decide(monkeypatch, x264, cores=16)).capacity == 15
+    assert (await _decide(monkeypatch, x264, cores=16, enabled=True)).capacity == 15
     forced = await _decide(monkeypatch, x264, cores=2, enabled=True)
     assert forced.transcode_on and forced.capacity == 1
     nvenc = EncoderChoice(NVENC, "h264_nvenc: ok", encoders.R_NVENC, gpus=(GpuInfo(0, "NVIDIA L4", 100),))
