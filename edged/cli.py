@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--segment-seconds", type=float, metavar="S", help="target HLS segment duration (default 2)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     run.add_argument("--transcode", action=argparse.BooleanOptionalAction, default=None,
-                     help="ABR ladder on/off (default: on where the node can take it)")
+                     help="ABR ladder on/off (default: on where NVENC encodes; CPU-only nodes opt in)")
     run.add_argument("--encoder", choices=("auto", "nvenc", "x264"), help="ladder encoder (default auto)")
     run.add_argument("--ladder", metavar="SPEC", type=_ladder,
                      help="rungs: [NAME=]WxH[@FPS]:KBPS,... or 'default' (rungs above the source are dropped)")

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 4  # decoded frames waiting between two stages: enough to keep both busy
 INTERPOLATION = Interpolation.BICUBIC  # swscale's (and the ffmpeg CLI's) default
 MAX_INPUT_BACKLOG = 10.0  # s of media queued for the decoder before it skips to the next boundary
+MAX_QUEUED = 30.0  # s of media held for a decoder that stopped consuming (a hung driver): memory bound
 _ERROR_LOG_INTERVAL = 10.0  # s between repeated decode-error warnings
 
 # Output events, as tuples: (kind, rendition name, generation, payload)
@@ -258,6 +259,8 @@ class Transcoder:
         self._in: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._latest = -math.inf  # pts (s) of the newest submitted packet
         self._first = -math.inf  # pts (s) of the first one
+        self.consumed = -math.inf  # pts (s) of the last packet the decoder took
+        self.dropped = 0  # packets not queued because the decoder stopped taking them
         self.skipped_to = -math.inf  # pts (s) of the last packet the decoder consumed without frames
         self.decode_errors = 0
         self.hw_decode = False
@@ -274,7 +277,10 @@ class Transcoder:
     def submit(self, pkt: MediaPacket, boundary: bool) -> None:
         """Queue one source video packet; `boundary`: the source passthrough cuts here."""
         if self._first == -math.inf:
-            self._first = pkt.pts_seconds
+            self._first = self.consumed = pkt.pts_seconds
+        if pkt.pts_seconds - self.consumed > MAX_QUEUED:
+            self.dropped += 1  # the decoder is stuck; it skips to a boundary when it comes back
+            return
         self._latest = max(self._latest, pkt.pts_seconds)
         self._in.put((pkt, boundary))
 
@@ -369,6 +375,7 @@ class Transcoder:
                 root.q.put(_EOF)
                 return
             pkt, boundary = item
+            self.consumed = pkt.pts_seconds
             wanted = dec is not None and any(r.want and not r.failed for r in self.rungs)
             lag = self._latest - pkt.pts_seconds
             if decoding and wanted and lag > MAX_INPUT_BACKLOG and not self.aborting:

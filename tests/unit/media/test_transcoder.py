@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from fractions import Fraction
@@ -19,6 +20,7 @@ from edged.media.packet import CodecConfig, MediaPacket
 from edged.media.segmenter import Segment
 from edged.media.transcode import encoders
 from edged.media.transcode import transcoder as tx
+from edged.media.transcode.ladder import format_ladder
 from edged.media.transcode.overload import OverloadController, OverloadPolicy, Restore, Shed
 from edged.media.transcode.renditions import Renditions
 from edged.media.transcode.worker import Pipeline, WorkerSpec
@@ -243,3 +245,20 @@ def test_nvenc_ladder(sample_flv: Path) -> None:
         assert [s.start_pts for s in segs[name]] == [s.start_pts for s in segs["source"]]
         _, video, _ = demux(segs[name][0].payload)
         assert video[0][1] and not any(k for _, k in video[1:])
+
+
+def test_cli_flags_and_bench_transcode(sample_flv: Path) -> None:
+    from edged.cli import _overrides, build_parser
+    from edged.config import load
+
+    args = build_parser().parse_args(["run", "--transcode", "--encoder", "x264", "--ladder", "lo=320x180@30:300"])
+    cfg = load(None, _overrides(args))
+    assert cfg.transcode.enabled is True and cfg.transcode.encoder == "x264"
+    assert cfg.transcode.ladder == (Rung("lo", 320, 180, 30.0, 300),)
+    assert load(None, _overrides(build_parser().parse_args(["run", "--no-transcode"]))).transcode.enabled is False
+    out = subprocess.run([sys.executable, "-m", "edged", "bench", "transcode", str(sample_flv), "--encoder", "x264",
+                          "--ladder", format_ladder(LADDER), "--json"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[3], check=True)
+    report = json.loads(out.stdout)
+    assert report["encoder"] == "libx264" and report["fps"] > 0 and report["x_realtime"] > 0
+    assert report["segments"] == {"source": 3, "180p30": 3, "90p15": 3}
