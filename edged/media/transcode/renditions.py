@@ -196,7 +196,6 @@ class Renditions:
         if not renditions:
             log.info("source %dx%d@%g: no rung of the ladder fits below it; passthrough only", w, h, fps)
             self.on_event({"event": "ladder", "source": [w, h, fps], "renditions": []})
-            self.ladder_off = True
             return
         self.transcoder = tx.Transcoder(renditions, codec=self.codec, source=first.config, time_base=first.time_base,
                                         throttle_mpx=self.throttle_mpx)
@@ -216,6 +215,7 @@ class Renditions:
     def _stop_transcoder(self) -> None:
         self._probe = None
         self._probe_audio = []
+        self._src_size = None
         if self.transcoder is None:
             return
         t, self.transcoder = self.transcoder, None
@@ -228,7 +228,6 @@ class Renditions:
                 r.segmenter = None
         self.rungs = []
         self.controller = None
-        self._src_size = None
 
     # -- rung side -------------------------------------------------------------------------------
     def _drain(self, items: list[tuple[str, str, int, Any]]) -> None:
@@ -250,8 +249,7 @@ class Renditions:
                                         max_segment_seconds=self.max_segment_seconds, next_seq=0, disc_seq=0,
                                         discontinuity=False)
             elif kind == tx.STOPPED:
-                log.warning("rendition %s restarts at the next boundary (%s)", name,
-                            payload)
+                log.warning("rendition %s restarts at the next boundary (%s)", name, payload)
                 self._unlist(r, reason=str(payload))
             elif kind == tx.ERROR:
                 log.error("rendition %s failed: %s", name, payload)
@@ -266,7 +264,7 @@ class Renditions:
             log.exception("rendition %s: segmenter failed", r.rendition.name)
             r.failed = True
             if self.transcoder is not None:
-                self.transcoder.set_wanted(r.rendition.name, False)
+                r.gen = self.transcoder.set_wanted(r.rendition.name, False)
             self._unlist(r, reason="error")
             self.on_event({"event": "rendition_error", "rendition": r.rendition.name, "message": str(exc)})
             return []

@@ -82,6 +82,11 @@ class PipelineSupervisor:
             await proc.wait()
             return EncoderChoice(encoders.X264, f"libx264: the encoder probe hung for {PROBE_TIMEOUT:g}s",
                                  encoders.R_OPEN_FAILED)
+        except asyncio.CancelledError:  # the daemon stops while probing: leave no child behind
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
         try:
             return EncoderChoice.from_json(out.decode().strip().splitlines()[-1])
         except (ValueError, IndexError, TypeError, KeyError):
