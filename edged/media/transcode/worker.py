@@ -38,6 +38,9 @@ _PR_SET_PDEATHSIG = 1
 TICK = 0.1  # s: how often encoder output is collected when no input arrives
 # Rehearse overload: cap each transcoder's encode work at this many megapixels per second.
 THROTTLE_ENV = "EDGED_TRANSCODE_THROTTLE_MPX"
+# A transcoding worker yields the CPU to the daemon (ingest, serving): when the box is short of CPU
+# the ladder falls behind and sheds rungs, instead of ingest and serving stalling.
+TRANSCODE_NICE = 5
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker channel={spec.channel} %(message)s")
     _die_with_parent()
+    if spec.encoder and spec.ladder:
+        try:
+            os.nice(TRANSCODE_NICE)  # before any thread starts: they inherit it
+        except OSError as exc:
+            log.debug("could not lower the transcoder's priority: %s", exc)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
     out = sys.stdout
 
