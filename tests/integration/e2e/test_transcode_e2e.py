@@ -160,9 +160,10 @@ def test_overload_sheds_and_restores_and_full_node_refuses(tmp_path: Path, monke
         first, seqs, durations, disc = media(get(edge, "demo/source/index.m3u8"))
         assert seqs == list(range(first, first + len(seqs))) and len(seqs) >= 12 and not disc
         assert all(0.9 <= d <= 1.1 for d in durations[:-1])
-        # The bottom rung never stopped.
+        # The bottom rung never stopped (its very last segment may be cut short when the stream ends
+        # while the throttled transcoder is behind).
         _, low, _, _ = media(get(edge, "demo/160p30/index.m3u8"))
-        assert low == seqs
+        assert low[: len(seqs) - 1] == seqs[:-1] and set(low) <= set(seqs)
         # The top rung has a gap while it was shed; after the restore it carries the source's
         # numbers again, each segment starting with a keyframe at the source segment's pts.
         top = [s for s in seqs if http_get(f"{edge.http}/live/demo/360p30/{s}.ts")[0] == 200]
