@@ -112,7 +112,8 @@ def read_packets(path: str, max_seconds: float = MAX_SECONDS) -> tuple[list[Medi
     return packets, facts
 
 
-def bench(packets: list[MediaPacket], ladder: tuple[Any, ...], codec: str, segment_seconds: float) -> dict[str, Any]:
+def bench(packets: list[MediaPacket], ladder: tuple[Any, ...], codec: str, segment_seconds: float,
+          hw_decode: bool = False) -> dict[str, Any]:
     """Run the production renditions path over `packets`; wall and CPU seconds, segments per rendition."""
     from edged.media.transcode.renditions import Renditions
 
@@ -124,7 +125,7 @@ def bench(packets: list[MediaPacket], ladder: tuple[Any, ...], codec: str, segme
 
     r = Renditions(channel="bench", segment_seconds=segment_seconds, max_segment_seconds=max(12.0, segment_seconds),
                    next_seq=0, disc_seq=0, discontinuity=False, ladder=ladder, codec=codec,
-                   on_segment=on_segment, on_event=events.append, close_timeout=3600.0)
+                   on_segment=on_segment, on_event=events.append, close_timeout=3600.0, hw_decode=hw_decode)
     cpu0, t0 = _cpu(), time.perf_counter()
     for pkt in packets:
         r.push(pkt)
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return 1
-    result = bench(packets, ladder, choice.codec, args.segment_seconds)
+    result = bench(packets, ladder, choice.codec, args.segment_seconds, hw_decode=bool(choice.gpus))
     fps_in = facts["frames"] / facts["seconds"] if facts["seconds"] else 0.0
     chosen = select(ladder, facts["width"], facts["height"], fps_in)
     wall = result["wall_seconds"]

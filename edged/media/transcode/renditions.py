@@ -65,7 +65,8 @@ class Renditions:
                  disc_seq: int, discontinuity: bool, ladder: Sequence[Rung] = (), codec: str = "",
                  on_segment: Callable[[Segment], None], on_event: Callable[[dict[str, Any]], None] | None = None,
                  overload: OverloadPolicy | None = None, throttle_mpx: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, close_timeout: float = CLOSE_TIMEOUT) -> None:
+                 clock: Callable[[], float] = time.monotonic, close_timeout: float = CLOSE_TIMEOUT,
+                 hw_decode: bool = False) -> None:
         self.channel = channel
         self.segment_seconds = segment_seconds
         self.max_segment_seconds = max_segment_seconds
@@ -77,6 +78,7 @@ class Renditions:
         self.throttle_mpx = throttle_mpx
         self.clock = clock
         self.close_timeout = close_timeout
+        self.hw_decode = hw_decode
         self.source = Segmenter(SOURCE, segment_seconds=segment_seconds, max_segment_seconds=max_segment_seconds,
                                 next_seq=next_seq, disc_seq=disc_seq, discontinuity=discontinuity)
         self.transcoder: tx.Transcoder | None = None
@@ -198,7 +200,7 @@ class Renditions:
             self.on_event({"event": "ladder", "source": [w, h, fps], "renditions": []})
             return
         self.transcoder = tx.Transcoder(renditions, codec=self.codec, source=first.config, time_base=first.time_base,
-                                        throttle_mpx=self.throttle_mpx)
+                                        throttle_mpx=self.throttle_mpx, hw_decode=self.hw_decode)
         self.rungs = [_RungOut(r) for r in renditions]
         for r in self.rungs:
             r.audio.extend(self._probe_audio)

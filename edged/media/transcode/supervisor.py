@@ -168,6 +168,7 @@ class PipelineSupervisor:
             segment_seconds=self.cfg.hls.segment_seconds, max_segment_seconds=self.cfg.hls.max_segment_seconds,
             keep_segments=self.cfg.hls.window + self.cfg.store.retention_segments, session=stream.session_id,
             ladder=ladder, encoder=self.encoder.codec if ladder and self.encoder else "",
+            hw_decode=bool(ladder and self.encoder and self.encoder.gpus),
         )
 
     async def _run(self, stream: Stream, reader: Reader, prev: asyncio.Task[None] | None) -> None:

@@ -2,8 +2,8 @@
 
 Threads (all inside the per-channel worker process):
 - the decoder takes submitted packets from an unbounded queue (the caller never waits), decodes
-  with FFmpeg's own threads (thread_type AUTO; NVDEC when the encoder is NVENC and the build
-  allows), numbers each frame within its segment and flags the segment boundaries;
+  with FFmpeg's own threads (thread_type AUTO; NVDEC on nodes with an NVIDIA GPU, Hopper included,
+  where the build allows, frames copied back for CPU scaling), numbers each frame within its segment and flags the segment boundaries;
 - one thread per rung, chained highest first: each scales its parent's output (1080→720→480→…,
   never every rung from the source: MEDIA-FACTS measured that as costly as the encodes), encodes
   it, and only then hands the frame to the next rung, so no two threads ever touch one frame
@@ -242,7 +242,7 @@ class Transcoder:
     except `close`."""
 
     def __init__(self, renditions: Sequence[Rendition], *, codec: str, source: CodecConfig,
-                 time_base: Fraction, throttle_mpx: float = 0.0) -> None:
+                 time_base: Fraction, throttle_mpx: float = 0.0, hw_decode: bool = False) -> None:
         if not renditions:
             raise ValueError("a transcoder needs at least one rendition")
         self.codec = codec
@@ -263,7 +263,8 @@ class Transcoder:
         self.dropped = 0  # packets not queued because the decoder stopped taking them
         self.skipped_to = -math.inf  # pts (s) of the last packet the decoder consumed without frames
         self.decode_errors = 0
-        self.hw_decode = False
+        self.want_hw_decode = hw_decode
+        self.hw_decode = False  # NVDEC in use
         self._decoder = threading.Thread(target=self._decode_run, name="decode", daemon=True)
         self._started = False
 
@@ -331,13 +332,14 @@ class Transcoder:
 
     # -- decoder thread -----------------------------------------------------------------------
     def _open_decoder(self) -> Any:
-        if self.codec == NVENC:
+        if self.want_hw_decode:
             try:
                 from av.codec.hwaccel import HWAccel
 
                 ctx = av.CodecContext.create(self.source.codec, "r",
                                              hwaccel=HWAccel("cuda", allow_software_fallback=True))
                 self.hw_decode = ctx.is_hwaccel
+                log.info("decoding the source with %s", "NVDEC" if self.hw_decode else "software (no NVDEC here)")
             except Exception as exc:  # PyAV/FFmpeg without CUDA, or no device
                 log.info("NVDEC unavailable (%s); decoding in software", exc)
                 ctx = av.CodecContext.create(self.source.codec, "r")

@@ -56,6 +56,7 @@ class WorkerSpec:
     # Transcoding (added with the ABR ladder; absent = passthrough only):
     ladder: tuple[dict[str, Any], ...] = ()  # config Rungs as dicts; the worker picks those that fit
     encoder: str = ""  # "h264_nvenc" or "libx264"; "" = passthrough only
+    hw_decode: bool = False  # try NVDEC (the node has an NVIDIA GPU); software decode if it fails
 
     def to_arg(self) -> str:
         return json.dumps(asdict(self))
@@ -115,6 +116,7 @@ class Pipeline:
             max_segment_seconds=spec.max_segment_seconds, next_seq=seq, disc_seq=disc, discontinuity=seq > 0,
             ladder=ladder, codec=spec.encoder, on_segment=self._commit, on_event=self._event,
             overload=OverloadPolicy.for_segments(spec.segment_seconds), throttle_mpx=_throttle_from_env(),
+            hw_decode=spec.hw_decode,
         )
         self.bandwidth: dict[str, _Bandwidth] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # rendition → its entry in the channel record
