@@ -49,7 +49,7 @@ class EdgeProcess:
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.channels = channels
-        self.extra = extra or ["--no-srt"]
+        self.extra = extra or ["--no-srt", "--no-transcode"]  # passthrough unless a test asks
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-edged.log"
 

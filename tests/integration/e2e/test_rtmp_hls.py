@@ -119,7 +119,7 @@ def test_kill9_restart_keeps_segments_and_sequence(tmp_path: Path) -> None:
     data = tmp_path / "edge"
     conf = tmp_path / "edged.toml"
     conf.write_text("[hls]\nwindow = 30\n")  # keep both sessions in view
-    extra = ["--no-srt", "--config", str(conf)]
+    extra = ["--no-srt", "--no-transcode", "--config", str(conf)]
     edge = EdgeProcess(data, {"demo": KEY}, extra).start()
     pub = ffmpeg_publish(edge.rtmp_url(KEY), seconds=30)
     try:
