@@ -10,7 +10,8 @@ import time
 from typing import Any, Protocol
 
 from edged import __version__, sdnotify
-from edged.config import Config
+from edged.agent.status import NodeStatus
+from edged.config import Config, parse_hostport
 from edged.errors import DependencyMissing
 from edged.http.app import HttpFront
 from edged.ingest.auth import StaticAuthorizer, StreamKeyAuthorizer
@@ -41,6 +42,7 @@ class EdgeApp:
         self.http: HttpFront | None = None
         self.srt: Any = None
         self.supervisor: PipelineSupervisor | None = None
+        self.agent: Any = None
         self._started: list[Component] = []
         self._stop_event = asyncio.Event()
 
@@ -74,8 +76,43 @@ class EdgeApp:
             await self._start(self.rtmp)
         if self.cfg.srt.enabled:
             await self._start_srt()
+        await self._start_control_plane()
         sdnotify.notify(f"READY=1\nSTATUS=serving; rtmp={self.rtmp.port if self.rtmp else '-'}")
         log.info("edged %s ready (data dir %s)", __version__, data)
+
+    def node_status(self) -> NodeStatus:
+        """Figures the agent reports and the LAN announcement carries."""
+        http_port = self.http.port if self.http else 0
+        host, _ = parse_hostport(self.cfg.http.listen, "http.listen")
+        url = self.cfg.node.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http_port}"
+        live = tuple(self.hub.live_channels())
+        return NodeStatus(
+            http_url=url, http_port=http_port, rtmp_port=self.rtmp.port if self.rtmp else 0,
+            srt_port=getattr(self.srt, "port", 0) or 0, active_streams=len(live), live_channels=live,
+            transcodes=self.supervisor.transcodes() if self.supervisor else 0,
+            viewers=self.http.meter.viewers() if self.http else 0,
+            egress_bps=self.http.meter.egress_bps() if self.http else 0,
+            cache_bytes=self.store.total_bytes() if self.store else 0,
+            cache_capacity_bytes=self.cfg.store.max_bytes,
+        )
+
+    async def _start_control_plane(self) -> None:
+        """The origin link (enrollment, reports, commands) and the LAN announcement."""
+        from edged.agent.link import Agent
+
+        agent: Agent | None = None
+        if self.cfg.origin.address:
+            agent = Agent(self.cfg, self.node_status)
+            await self._start(agent)  # a refused enrollment token raises: edged exits 1 with the reason
+            self.agent = agent
+        if self.cfg.node.advertise:
+            from edged.agent.discovery import Advertiser
+
+            adv = Advertiser(self.cfg, self.node_status, agent)
+            try:
+                await self._start(adv)
+            except OSError as exc:  # no multicast-capable interface: keep serving
+                log.warning("LAN announcement (_edged._tcp) disabled: %s", exc)
 
     async def _start_srt(self) -> None:
         try:

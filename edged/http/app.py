@@ -11,17 +11,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edged import metrics
 from edged.config import Config, parse_hostport
 from edged.http.hls import HlsHandlers
+from edged.http.meter import ViewerMeter
 from edged.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ROUTE_NAMES = {"master": "master", "media": "media", "segment": "segment"}
+METER = web.AppKey("meter", ViewerMeter)
+CORS_ORIGIN = web.AppKey("cors_origin", str)
 
 
 @web.middleware
 async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    origin = request.app["cors_origin"]
+    origin = request.app[CORS_ORIGIN]
     if request.method == "OPTIONS":
         resp: web.StreamResponse = web.Response(status=204)
     else:
@@ -35,6 +38,9 @@ async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.Strea
     resp.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range"
     route = getattr(request.match_info.route, "handler", None)
     name = getattr(route, "__name__", "other")
+    if name in _ROUTE_NAMES and resp.status < 400:
+        body = getattr(resp, "body", None)
+        request.app[METER].async_record(request.remote, len(body) if isinstance(body, bytes | bytearray) else 0)
     metrics.HTTP_REQUESTS.labels(route=_ROUTE_NAMES.get(name, name if name in ("healthz", "metrics_view") else "other"),
                                  code=f"{resp.status // 100}xx").inc()
     if isinstance(resp, web.HTTPException) and resp.status >= 400:
@@ -48,7 +54,9 @@ class HttpFront:
         self.store = store
         self.health = health
         self.app = web.Application(middlewares=[_cors_and_metrics])
-        self.app["cors_origin"] = cfg.http.cors_origin
+        self.app[CORS_ORIGIN] = cfg.http.cors_origin
+        self.meter = ViewerMeter()
+        self.app[METER] = self.meter
         HlsHandlers(cfg, store).add_routes(self.app)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics_view)

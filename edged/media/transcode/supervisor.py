@@ -118,6 +118,10 @@ class PipelineSupervisor:
         if on:
             log.info("transcoding on: up to %d concurrent ladder(s) (%s)", capacity, how)
 
+    def transcodes(self) -> int:
+        """Channels whose ABR ladder runs now."""
+        return len(self._transcoding)
+
     async def _admit(self, channel: str) -> bool:
         """Whether this stream gets the ladder; holds one unit of capacity until `_release`."""
         if self._detecting is not None and not self._detecting.done():
