@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_STAMP := /var/lib/edged-apt.stamp
-APT_PACKAGES := ffmpeg libsrt1.5-gnutls srt-tools
+APT_PACKAGES := ffmpeg libsrt1.5-gnutls srt-tools chromium
+HLSJS_VERSION := 1.7.4
 
 .PHONY: run test check proto deps apt clean
 
@@ -16,12 +17,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 apt:
-	@if ! command -v ffmpeg >/dev/null || ! command -v srt-live-transmit >/dev/null || ! ldconfig -p | grep -q libsrt-gnutls; then \
+	@if ! command -v ffmpeg >/dev/null || ! command -v srt-live-transmit >/dev/null || ! command -v chromium >/dev/null \
+		|| ! ldconfig -p | grep -q libsrt-gnutls; then \
 		echo "installing Debian packages: $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
 
 deps: $(STAMP) apt proto
+
+# hls.js for the browser playback test (headless Chromium), from the npm registry.
+build/web/hls.min.js:
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null)
+	mkdir -p build/web
+	cd build/web && npm pack --silent hls.js@$(HLSJS_VERSION) >/dev/null && tar xzf hls.js-$(HLSJS_VERSION).tgz package/dist/hls.min.js \
+		&& mv package/dist/hls.min.js . && rm -rf package hls.js-$(HLSJS_VERSION).tgz
 
 # Generated gRPC code is a build output (never committed): proto path = package path.
 proto: $(STAMP)
@@ -38,7 +47,7 @@ run: deps
 check: $(STAMP)
 	$(BIN)/ruff check edged originctl tests bench
 
-test: deps
+test: deps build/web/hls.min.js
 	$(BIN)/ruff check edged originctl tests bench
 	$(BIN)/python -m pytest -q tests
 
