@@ -42,6 +42,9 @@ class ControllerMetrics:
         self.report_processing = Histogram(
             "originctl_report_processing_seconds", "Time the controller spends handling one report",
             buckets=LATENCY_BUCKETS, registry=r)
+        self.loop_lag = Histogram(
+            "originctl_event_loop_lag_seconds", "How late the controller's event loop ran a timer (a busy or "
+            "blocked loop delays every report)", buckets=LATENCY_BUCKETS, registry=r)
         self.transitions = Counter("originctl_node_state_transitions", "Node state transitions by new state",
                                    ["state"], registry=r)
         self.enrollments = Counter("originctl_enrollments", "Enrollment attempts by result", ["result"],

@@ -45,17 +45,37 @@ def node_info_from_pb(m: pb.NodeInfo) -> NodeInfo:
     )
 
 
+def _opt(m: pb.GpuSample, name: str) -> int | None:
+    return getattr(m, name) if m.HasField(name) else None  # type: ignore[no-any-return]
+
+
 def gpu_from_pb(m: pb.GpuSample) -> GpuSample:
-    kw: dict[str, object] = {f: getattr(m, f) for f in _GPU_PLAIN}
-    for f in _GPU_OPTIONAL:
-        kw[f] = getattr(m, f) if m.HasField(f) else None
-    kw["unsupported"] = tuple(m.unsupported)
-    return GpuSample(**kw)  # type: ignore[arg-type]
+    # Spelled out field by field: this runs for every GPU of every report (the controller's hot path).
+    return GpuSample(
+        index=m.index, uuid=m.uuid, name=m.name, utilization_gpu_pct=m.utilization_gpu_pct,
+        utilization_memory_pct=m.utilization_memory_pct, encoder_utilization_pct=m.encoder_utilization_pct,
+        decoder_utilization_pct=m.decoder_utilization_pct, encoder_sessions=m.encoder_sessions,
+        encoder_average_fps=m.encoder_average_fps, encoder_average_latency_us=m.encoder_average_latency_us,
+        encoder_capacity_h264_pct=_opt(m, "encoder_capacity_h264_pct"),
+        encoder_capacity_hevc_pct=_opt(m, "encoder_capacity_hevc_pct"),
+        memory_used_bytes=m.memory_used_bytes, memory_total_bytes=m.memory_total_bytes,
+        temperature_c=m.temperature_c, power_w=m.power_w, power_limit_w=m.power_limit_w,
+        clocks_event_reasons=m.clocks_event_reasons, sm_clock_mhz=m.sm_clock_mhz,
+        memory_clock_mhz=m.memory_clock_mhz, ecc_corrected_volatile=_opt(m, "ecc_corrected_volatile"),
+        ecc_uncorrected_volatile=_opt(m, "ecc_uncorrected_volatile"), xid_errors=_opt(m, "xid_errors"),
+        last_xid=_opt(m, "last_xid"), pcie_replay_counter=_opt(m, "pcie_replay_counter"),
+        unsupported=tuple(m.unsupported),
+    )
 
 
 def report_from_pb(m: pb.Report) -> Report:
     n = m.node
-    stats = NodeStats(**{f: getattr(n, f) for f in _STATS_PLAIN}, live_channels=tuple(n.live_channels))
+    stats = NodeStats(
+        cpu_load1=n.cpu_load1, cpu_count=n.cpu_count, memory_used_bytes=n.memory_used_bytes,
+        memory_total_bytes=n.memory_total_bytes, active_streams=n.active_streams, viewers=n.viewers,
+        egress_bps=n.egress_bps, cache_bytes=n.cache_bytes, cache_capacity_bytes=n.cache_capacity_bytes,
+        transcodes=n.transcodes, live_channels=tuple(n.live_channels),
+    )
     return Report(
         seq=m.seq, sent_unix_us=m.sent_unix_us, node=stats,
         gpu_status=GPU_STATUS_FROM_PB.get(m.gpu_status, GpuStatus.NO_GPU), gpu_error=m.gpu_error,

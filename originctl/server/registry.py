@@ -227,11 +227,13 @@ class Registry:
     def async_sweep(self) -> None:
         """Mark nodes lost that stayed silent too long."""
         now = self._clock()
+        intervals = self.policy.lost_after_intervals
         for entry in self.nodes.values():
-            if entry.health.lost:
+            silent = now - entry.last_report_mono
+            # cheap pre-check first: this visits every node several times per heartbeat
+            if entry.health.lost or silent < intervals * entry.interval:
                 continue
-            self._apply(entry, health.silence(entry.health, now - entry.last_report_mono, entry.interval,
-                                              self.policy))
+            self._apply(entry, health.silence(entry.health, silent, entry.interval, self.policy))
 
     def _touch(self) -> None:
         dirty = [(e.id, e.last_report_ms) for e in self.nodes.values() if e.touched]
@@ -244,7 +246,10 @@ class Registry:
         next_touch = self._clock() + TOUCH_INTERVAL
         while True:
             fastest = min((e.interval for e in self.nodes.values()), default=MAX_SWEEP * 4)
-            await asyncio.sleep(min(MAX_SWEEP, max(MIN_SWEEP, fastest / 4)))
+            period = min(MAX_SWEEP, max(MIN_SWEEP, fastest / 4))
+            woke = self._clock() + period
+            await asyncio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, self._clock() - woke))
             try:
                 self.async_sweep()
                 if self._clock() >= next_touch:
