@@ -119,45 +119,50 @@ def summarize(name: str, tags: list[tuple[str, int, bytes]], sent: dict[int, flo
     return p50, p99, statistics.median(cut)
 
 
-async def run_edged(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, float]:
-    rtmp, http = free_port(), free_port()
-    data = tempfile.mkdtemp()
-    proc = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "edged", "run", "--data-dir", data, "--rtmp", f"127.0.0.1:{rtmp}",
-                             "--http", f"127.0.0.1:{http}", "--no-srt", "--channel", "bench:benchkey",
-                             "--log-level", "warning"], cwd=REPO)
-    url = f"http://127.0.0.1:{http}/live/bench/source/index.m3u8"
-
-    async def fetch() -> str | None:
-        def get() -> str | None:
-            try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    return r.read().decode()
-            except OSError:
-                return None
-        return await asyncio.to_thread(get)
-
+async def measure(name: str, argv: list[str], port: int, key: str, fetch: Callable[[], Awaitable[str | None]],
+                  tags: list[tuple[str, int, bytes]], workdir: str) -> tuple[float, float, float]:
+    """Run one server, publish to it while polling its playlist, summarize."""
+    proc = await asyncio.to_thread(subprocess.Popen, argv, cwd=REPO)
     sent: dict[int, float] = {}
     seen: dict[int, float] = {}
     stop = asyncio.Event()
     poller = asyncio.create_task(poll(fetch, seen, stop))
     try:
-        await publish(rtmp, "benchkey", tags, sent)
+        await publish(port, key, tags, sent)
         await asyncio.sleep(1.0)
     finally:
         stop.set()
         await poller
         proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(data, ignore_errors=True)
-    return summarize("edged", tags, sent, seen, 0)
+        await asyncio.to_thread(proc.wait, 20)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return summarize(name, tags, sent, seen, 0)
+
+
+async def run_edged(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, float]:
+    rtmp, http = free_port(), free_port()
+    data = tempfile.mkdtemp()
+    url = f"http://127.0.0.1:{http}/live/bench/source/index.m3u8"
+
+    def get() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    async def fetch() -> str | None:
+        return await asyncio.to_thread(get)
+
+    argv = [sys.executable, "-m", "edged", "run", "--data-dir", data, "--rtmp", f"127.0.0.1:{rtmp}",
+            "--http", f"127.0.0.1:{http}", "--no-srt", "--no-transcode", "--channel", "bench:benchkey",
+            "--log-level", "warning"]
+    return await measure("edged", argv, rtmp, "benchkey", fetch, tags, data)
 
 
 async def run_ffmpeg(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, float]:
     port = free_port()
     d = tempfile.mkdtemp()
-    proc = await asyncio.to_thread(subprocess.Popen, ["ffmpeg", "-loglevel", "error", "-listen", "1", "-i", f"rtmp://127.0.0.1:{port}/live/k",
-                             "-c", "copy", "-f", "hls", "-hls_time", str(SEGMENT), "-hls_list_size", "6",
-                             f"{d}/index.m3u8"])
     path = Path(d) / "index.m3u8"
 
     async def fetch() -> str | None:
@@ -166,20 +171,9 @@ async def run_ffmpeg(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, 
         except OSError:
             return None
 
-    sent: dict[int, float] = {}
-    seen: dict[int, float] = {}
-    stop = asyncio.Event()
-    poller = asyncio.create_task(poll(fetch, seen, stop))
-    try:
-        await publish(port, "k", tags, sent)
-        await asyncio.sleep(1.0)
-    finally:
-        stop.set()
-        await poller
-        proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(d, ignore_errors=True)
-    return summarize("ffmpeg", tags, sent, seen, 0)
+    argv = ["ffmpeg", "-loglevel", "error", "-listen", "1", "-i", f"rtmp://127.0.0.1:{port}/live/k", "-c", "copy",
+            "-f", "hls", "-hls_time", str(SEGMENT), "-hls_list_size", "6", str(path)]
+    return await measure("ffmpeg", argv, port, "k", fetch, tags, d)
 
 
 async def main() -> None:
