@@ -70,7 +70,7 @@ class AdminClient:
             raise map_rpc_error(exc, self.origin) from None
 
     def nodes(self, state: NodeState | None = None) -> list[Node]:
-        req = admin_pb2.ListNodesRequest(state=convert.STATE_TO_PB[state] if state else 0)
+        req = admin_pb2.ListNodesRequest(state=convert.STATE_TO_PB[state] if state else None)
         return [convert.node_from_pb(n) for n in self._call(self._stub.ListNodes, req).nodes]
 
     def node(self, ref: str) -> Node:

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 
 import ifaddr
-from zeroconf import InterfaceChoice, InterfacesType, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 CONTROLLER_SERVICE = "_originctl._tcp.local."
@@ -22,7 +22,7 @@ EDGE_SERVICE = "_edged._tcp.local."
 RESOLVE_TIMEOUT_MS = 1500
 
 
-def mdns_interfaces() -> InterfacesType:
+def mdns_interfaces() -> list[str] | InterfaceChoice:
     env = os.environ.get("EDGENET_MDNS_INTERFACES", "").strip()
     if env:
         return [a.strip() for a in env.split(",") if a.strip()]

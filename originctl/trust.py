@@ -93,7 +93,7 @@ def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
     # private _sslobj and returns Certificate objects.
     getter = getattr(tls, "get_unverified_chain", None)
     if getter is None:
-        getter = tls._sslobj.get_unverified_chain  # type: ignore[union-attr]
+        getter = tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
     out: list[bytes] = []
     for cert in getter() or ():
         if isinstance(cert, bytes):

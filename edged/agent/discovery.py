@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ifaddr
-from zeroconf import InterfaceChoice, InterfacesType, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 import edged
@@ -37,7 +37,7 @@ REFRESH = 5.0  # s between checks whether the announced TXT record is still curr
 RESOLVE_TIMEOUT_MS = 1500
 
 
-def mdns_interfaces() -> InterfacesType:
+def mdns_interfaces() -> list[str] | InterfaceChoice:
     env = os.environ.get("EDGENET_MDNS_INTERFACES", "").strip()
     if env:
         return [a.strip() for a in env.split(",") if a.strip()]
@@ -149,7 +149,7 @@ async def find_controller(wait: float = 3.0, ca_fingerprint: str = "") -> str:
                 info = AsyncServiceInfo(CONTROLLER_SERVICE, name)
                 if not await info.async_request(zc.zeroconf, RESOLVE_TIMEOUT_MS):
                     continue
-                ca = (info.properties or {}).get(b"ca", b"").decode(errors="replace")
+                ca = ((info.properties or {}).get(b"ca") or b"").decode(errors="replace")
                 if ca_fingerprint and ca and ca != ca_fingerprint:
                     continue
                 addrs = info.parsed_addresses()

@@ -129,7 +129,7 @@ def fetch_ca(host: str, port: int, fingerprint: str, timeout: float = 5.0) -> by
             socket.create_connection((host, port), timeout=timeout) as raw,
             ctx.wrap_socket(raw, server_hostname=CONTROLLER_TLS_NAME) as tls,
         ):
-            getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[union-attr]
+            getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
             chain = [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
                      for c in getter() or ()]
     except (OSError, ssl.SSLError) as exc:

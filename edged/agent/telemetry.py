@@ -263,9 +263,9 @@ class Telemetry:
     async def sample(self) -> GpuState:
         loop = asyncio.get_running_loop()
         if self._inflight is None or self._inflight.done():
-            self._inflight = loop.run_in_executor(self._executor, self._nvml.sample)  # type: ignore[assignment]
+            self._inflight = loop.run_in_executor(self._executor, self._nvml.sample)
         try:
-            state = await asyncio.wait_for(asyncio.shield(self._inflight), self.timeout)  # type: ignore[arg-type]
+            state = await asyncio.wait_for(asyncio.shield(self._inflight), self.timeout)
         except TimeoutError:
             # the call stays pending on the thread; the next sample waits for it rather than queueing more
             state = GpuState(NVML_ERROR, f"NVML did not answer within {self.timeout:g} s",

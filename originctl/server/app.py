@@ -144,7 +144,7 @@ class Controller:
     def _bind(server: grpc.aio.Server, host: str, port: int, key: str, creds: grpc.ServerCredentials) -> int:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_secure_port(address, creds)
+            bound = int(server.add_secure_port(address, creds))
         except RuntimeError:
             bound = 0
         if not bound:

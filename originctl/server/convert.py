@@ -46,7 +46,7 @@ def node_info_from_pb(m: pb.NodeInfo) -> NodeInfo:
 
 
 def _opt(m: pb.GpuSample, name: str) -> int | None:
-    return getattr(m, name) if m.HasField(name) else None  # type: ignore[no-any-return]
+    return getattr(m, name) if m.HasField(name) else None
 
 
 def gpu_from_pb(m: pb.GpuSample) -> GpuSample:

@@ -104,11 +104,13 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         if cn is None or pem is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "a client certificate is required: enroll with --enroll-token first")
+            raise AssertionError("unreachable")
         node_id = cn.decode()
         entry = self.registry.get(node_id)
         if entry is None or entry.record.revoked:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"node {node_id} is not enrolled here (removed?): enroll again with a new token")
+            raise AssertionError("unreachable")
         if peer_serial_hex(pem) != entry.record.cert_serial:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"this certificate of node {node_id} was superseded: use the newest one")

@@ -262,8 +262,8 @@ class SqliteStore(Store):
             except sqlite3.Error:
                 pass
             results = [(job, None, StoreError(f"{self.path}: {exc}")) for job in batch]
-        for job, result, exc in results:
-            self._post(job.future, result, exc)
+        for job, result, error in results:
+            self._post(job.future, result, error)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._thread is None or self._loop is None:
