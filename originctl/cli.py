@@ -2,7 +2,9 @@
 
 Exit codes: 0 ok, 1 operational error (controller unreachable, token refused, no such node), 2 usage or
 configuration error (argparse's own errors included). Errors are one line on stderr saying what to do.
-Data goes to stdout (tables for people, `-o json` for scripts); `token create` prints only tokens.
+Data goes to stdout (tables for people, `-o json` for scripts); `token create` prints only tokens and
+`channel create` / `channel rotate-key` only the stream key. `route` exits 1 when no node can serve
+the viewer; `drain` exits 1 when the node is not empty by the end of --wait.
 
 The admin token comes from --token, else $ORIGINCTL_TOKEN, else `token` in the CLI config file
 (originctl/config.py), else ./var/origin/admin.token when readable (the default data dir of `serve`).
@@ -35,6 +37,17 @@ def _duration(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m, 1h or 7d, got {text!r}")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _location(text: str) -> tuple[float, float]:
+    try:
+        lat_s, lon_s = text.split(",")
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON in degrees, got {text!r}") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}")
+    return lat, lon
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--ttl", type=_duration, default=3600.0, metavar="DURATION", help="e.g. 15m, 1h (default), 7d")
     create.add_argument("--site", default="", metavar="NAME", help="site given to the node that enrolls with it")
     create.add_argument("--count", type=int, default=1, metavar="N", help="print N tokens, one per line")
+
+    ch = sub.add_parser("channel", help="one channel: create, rotate-key, delete")
+    ch_sub = ch.add_subparsers(dest="channel_command", metavar="VERB", required=True)
+    cc = ch_sub.add_parser("create", help="create a channel; print its stream key (only the key on stdout)")
+    cc.add_argument("name", metavar="NAME", help="1-64 characters of A-Z a-z 0-9 _ . -")
+    cr = ch_sub.add_parser("rotate-key", help="print a new stream key for the channel; the old key stops working "
+                                              "on every edge")
+    cr.add_argument("name", metavar="NAME")
+    cd = ch_sub.add_parser("delete", help="delete a channel: its key stops working on every edge")
+    cd.add_argument("name", metavar="NAME")
+
+    chs = sub.add_parser("channels", help="list channels and where they are live")
+    output(chs)
+
+    st = sub.add_parser("streams", help="live streams: ingest node, ladder and why")
+    output(st, ("table", "wide", "json"))
+    st.add_argument("--all", action="store_true", help="include recently ended streams")
+    st.add_argument("--limit", type=int, default=100, metavar="N", help="ended streams listed with --all")
+
+    ro = sub.add_parser("route", help="explain where /play/CHANNEL sends a viewer")
+    ro.add_argument("channel", metavar="CHANNEL")
+    ro.add_argument("--client-ip", required=True, metavar="IP", help="the viewer's address")
+    ro.add_argument("--location", type=_location, metavar="LAT,LON",
+                    help="the viewer's location (default: from the controller's GeoIP database, if any)")
+    output(ro)
+
+    dr = sub.add_parser("drain", help="send a node no new viewers or transcodes; report until it is empty")
+    dr.add_argument("id", metavar="NODE", help="node ID, unique ID prefix, or unique name")
+    dr.add_argument("--wait", type=_duration, default=600.0, metavar="DURATION",
+                    help="report progress until its streams and viewers are gone, at most this long "
+                         "(default 10m; 0 = do not wait)")
+    dr.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between progress lines")
+    un = sub.add_parser("uncordon", help="let a drained node take viewers and transcodes again")
+    un.add_argument("id", metavar="NODE")
 
     d = sub.add_parser("discover", help="list edged appliances announced on the LAN (mDNS)")
     d.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to listen (default 3)")
@@ -257,8 +304,101 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channel(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.channel_command == "create":
+            _, key = c.create_channel(args.name)
+        elif args.channel_command == "rotate-key":
+            _, key = c.rotate_channel_key(args.name)
+        else:
+            c.delete_channel(args.name)
+            if sys.stderr.isatty():
+                print(f"deleted channel {args.name}; its key no longer publishes", file=sys.stderr)
+            return 0
+    print(key)
+    if sys.stderr.isatty():
+        print(f"the stream key of {args.name}: shown once, keep it (RTMP: rtmp://EDGE/live/KEY; SRT streamid "
+              f"#!::r=KEY,m=publish)", file=sys.stderr)
+    return 0
+
+
+def cmd_channels(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    with _client(args) as c:
+        channels = c.channels()
+    if args.output == "json":
+        _json(channels)
+    else:
+        print(render.channels_table(channels))
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    with _client(args) as c:
+        streams = c.streams(include_ended=args.all, limit=args.limit)
+        names = {} if args.output == "json" else {n.id: n.info.name or n.id for n in c.nodes()}
+    if args.output == "json":
+        _json(streams)
+    else:
+        print(render.streams_table(streams, _now_ms(), names, wide=args.output == "wide"))
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    with _client(args) as c:
+        route = c.route(args.channel, args.client_ip, args.location)
+    if args.output == "json":
+        _json(route)
+    else:
+        print(render.route_text(route))
+    return 0 if route.routed else 1
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from originctl.render import when
+
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    with _client(args) as c:
+        node = c.set_draining(args.id, True)
+        label = f"{node.info.name or node.id} ({node.id})" if node.info.name else node.id
+        print(f"{label}: draining: no new viewers or transcodes", flush=True)
+        deadline = time.monotonic() + args.wait
+        while True:
+            node = c.node(node.id)
+            streams = sum(s.node_id == node.id for s in c.streams())
+            viewers = node.last_report.node.viewers if node.connected and node.last_report else 0
+            if not args.wait:
+                print(f"{when(_now_ms())} {label}: {streams} streams, {viewers} viewers left", flush=True)
+                return 0
+            if not streams and not viewers:
+                print(f"{when(_now_ms())} {label}: drained (no streams, no viewers)", flush=True)
+                return 0
+            if time.monotonic() >= deadline:
+                print(f"originctl: {label} still has {streams} streams and {viewers} viewers after "
+                      f"{args.wait:g}s; it stays draining (`originctl uncordon {node.id}` undoes it)", file=sys.stderr)
+                return 1
+            print(f"{when(_now_ms())} {label}: {streams} streams, {viewers} viewers left", flush=True)
+            time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+
+
+def cmd_uncordon(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        node = c.set_draining(args.id, False)
+    print(f"{node.info.name or node.id} ({node.id}): taking viewers and transcodes again (state {node.state.value})")
+    return 0
+
+
 COMMANDS = {"serve": cmd_serve, "nodes": cmd_nodes, "node": cmd_node, "events": cmd_events, "top": cmd_top,
-            "token": cmd_token, "discover": cmd_discover}
+            "token": cmd_token, "discover": cmd_discover, "channel": cmd_channel, "channels": cmd_channels,
+            "streams": cmd_streams, "route": cmd_route, "drain": cmd_drain, "uncordon": cmd_uncordon}
 
 
 def main(argv: list[str] | None = None) -> int:

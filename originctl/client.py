@@ -14,7 +14,7 @@ import grpc
 from edgenet.v1 import admin_pb2, admin_pb2_grpc
 from originctl import errors, trust
 from originctl.config import parse_hostport
-from originctl.model import Event, Node, NodeState
+from originctl.model import Channel, Event, Node, NodeState, Route, StreamRecord
 from originctl.server import convert
 
 DEFAULT_TIMEOUT = 10.0  # s per call
@@ -88,3 +88,29 @@ class AdminClient:
     def set_draining(self, ref: str, draining: bool) -> Node:
         return convert.node_from_pb(
             self._call(self._stub.SetDraining, admin_pb2.SetDrainingRequest(id=ref, draining=draining)))
+
+    def create_channel(self, name: str) -> tuple[Channel, str]:
+        resp = self._call(self._stub.CreateChannel, admin_pb2.ChannelRequest(name=name))
+        return convert.channel_from_pb(resp.channel), resp.stream_key
+
+    def rotate_channel_key(self, name: str) -> tuple[Channel, str]:
+        resp = self._call(self._stub.RotateChannelKey, admin_pb2.ChannelRequest(name=name))
+        return convert.channel_from_pb(resp.channel), resp.stream_key
+
+    def delete_channel(self, name: str) -> Channel:
+        return convert.channel_from_pb(self._call(self._stub.DeleteChannel, admin_pb2.ChannelRequest(name=name)))
+
+    def channels(self) -> list[Channel]:
+        resp = self._call(self._stub.ListChannels, admin_pb2.ListChannelsRequest())
+        return [convert.channel_from_pb(c) for c in resp.channels]
+
+    def streams(self, include_ended: bool = False, limit: int = 0) -> list[StreamRecord]:
+        resp = self._call(self._stub.ListStreams, admin_pb2.ListStreamsRequest(include_ended=include_ended,
+                                                                                limit=limit))
+        return [convert.stream_from_pb(s) for s in resp.streams]
+
+    def route(self, channel: str, client_ip: str, location: tuple[float, float] | None = None) -> Route:
+        req = admin_pb2.RouteRequest(channel=channel, client_ip=client_ip)
+        if location is not None:
+            req.latitude, req.longitude = location
+        return convert.route_from_pb(self._call(self._stub.Route, req))

@@ -5,10 +5,13 @@ Controller TOML (every key optional; flags win):
     data_dir = "./var/origin"
     grpc = "0.0.0.0:50051"        # enrollment + admin API (TLS)
     edge_grpc = ""                # edge streams (mutual TLS); "" = the grpc host, port + 1
-    http = "0.0.0.0:8081"         # /healthz, /metrics
+    http = "0.0.0.0:8081"         # /healthz, /metrics, /play/CHANNEL (viewer routing)
     advertise = true              # announce _originctl._tcp on the LAN
     tls_names = []                # extra names/addresses for the controller certificate
     log_level = "info"
+    geoip_database = ""           # MaxMind GeoIP2/GeoLite2 City .mmdb for client locations; "" = none
+                                  # (never downloaded: the operator installs and updates it)
+    trusted_proxies = []          # CIDRs of reverse proxies whose X-Forwarded-For /play believes
     [health]
     lost_after_intervals = 3.0    # heartbeat intervals without a report before a node is lost
     recover_reports = 3           # consecutive good reports before a node is healthy again
@@ -23,6 +26,7 @@ CLI TOML ($ORIGINCTL_CONFIG, else $XDG_CONFIG_HOME/originctl/config.toml, else
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -51,6 +55,8 @@ class ServeConfig:
     advertise: bool = True
     tls_names: tuple[str, ...] = ()
     log_level: str = "info"
+    geoip_database: str = ""
+    trusted_proxies: tuple[str, ...] = ()
     health: HealthConfig = field(default_factory=HealthConfig)
 
     @property
@@ -149,6 +155,11 @@ def validate_serve(cfg: ServeConfig) -> None:
     parse_hostport(cfg.http, "http")
     if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level", "expected debug, info, warning or error")
+    for i, cidr in enumerate(cfg.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies[{i}]", f"not an address or CIDR: {cidr!r}") from None
     if cfg.health.lost_after_intervals < 1:
         raise ConfigError("health.lost_after_intervals", "expected at least 1")
     if cfg.health.recover_reports < 1:

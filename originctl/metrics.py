@@ -12,7 +12,8 @@ Hostname) where the quantity is the same and in the same unit, so its dashboards
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -28,6 +29,31 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 
 MIB = 1024 * 1024
+# seconds: a routing decision takes microseconds; the 0.001 edge is the benchmark's p99 goal
+ROUTE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1)
+RATE_WINDOW = 10  # s over which originctl_route_decisions_per_second is averaged
+
+
+class RateMeter:
+    """Events per second over the last `window` whole seconds (one counter per second in a ring)."""
+
+    def __init__(self, window: int = RATE_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._slots = [0] * (window + 1)
+        self._second = [-1] * (window + 1)
+
+    def hit(self) -> None:
+        sec = int(self._clock())
+        i = sec % len(self._slots)
+        if self._second[i] != sec:
+            self._second[i], self._slots[i] = sec, 0
+        self._slots[i] += 1
+
+    def rate(self) -> float:
+        now = int(self._clock())
+        total = sum(n for n, sec in zip(self._slots, self._second, strict=True) if now - self.window <= sec < now)
+        return total / self.window
 
 
 class ControllerMetrics:
@@ -53,19 +79,38 @@ class ControllerMetrics:
                                    registry=r)
         self.admin_calls = Counter("originctl_admin_requests", "Admin API calls by method and status code",
                                    ["method", "code"], registry=r)
+        self.route_decisions = Counter(
+            "originctl_route_decisions", "Viewer routing decisions by outcome: prefix, nearest, least-loaded (routed); "
+            "unknown-channel, offline, unavailable (not routed)", ["outcome"], registry=r)
+        self.route_seconds = Histogram("originctl_route_decision_seconds", "Time to make one routing decision",
+                                       buckets=ROUTE_BUCKETS, registry=r)
+        self.route_builds = Counter("originctl_route_table_builds", "Routing table rebuilds", registry=r)
+        self.route_build_seconds = Histogram("originctl_route_table_build_seconds", "Time to rebuild the routing "
+                                             "table (on the event loop)", buckets=LATENCY_BUCKETS, registry=r)
+        self.route_rate = RateMeter()
+        self.authorizations = Counter("originctl_publish_authorizations", "Publish authorizations asked by edges, "
+                                      "by result", ["result"], registry=r)
+        self.placements = Counter("originctl_placements", "Placement decisions for new streams by mode",
+                                  ["mode"], registry=r)
 
         self._fleet = FleetCollector()
         r.register(self._fleet)
         self._render_lock = threading.Lock()
 
-    def render(self, nodes: list[Node]) -> bytes:
-        """The exposition text with `nodes` (a snapshot taken on the loop); blocking, run it in a thread."""
+    def render(self, nodes: list[Node], gauges: dict[str, tuple[str, float]] | None = None) -> bytes:
+        """The exposition text with `nodes` (a snapshot taken on the loop) and extra `gauges` (name → (help,
+        value)); blocking, run it in a thread."""
+        extra = dict(gauges or {})
+        extra["originctl_route_decisions_per_second"] = (
+            f"Viewer routing decisions per second over the last {RATE_WINDOW} s", self.route_rate.rate())
         with self._render_lock:
             self._fleet.snapshot = nodes
+            self._fleet.gauges = extra
             try:
                 return generate_latest(self.registry)
             finally:
                 self._fleet.snapshot = []
+                self._fleet.gauges = {}
 
 
 def _g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -77,6 +122,7 @@ class FleetCollector(Collector):
 
     def __init__(self) -> None:
         self.snapshot: list[Node] = []
+        self.gauges: dict[str, tuple[str, float]] = {}
 
     def describe(self) -> Iterable[Metric]:
         return []  # unchecked: the series set changes with the fleet
@@ -170,3 +216,5 @@ class FleetCollector(Collector):
             by_state.add_metric([st.value], c)
         conn = GaugeMetricFamily("originctl_nodes_connected", "Nodes with an open edge stream", value=connected)
         yield from (by_state, conn, state, streams, viewers, egress, cache, cache_cap, load, age, *gpu.values(), cap)
+        for name, (doc, value) in sorted(self.gauges.items()):
+            yield GaugeMetricFamily(name, doc, value=value)

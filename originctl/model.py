@@ -41,6 +41,8 @@ class NodeInfo:
     heartbeat_seconds: float = 2.0
     gpu_models: tuple[str, ...] = ()
     driver_version: str = ""
+    viewer_limit: int = 0  # 0 = no limit
+    egress_limit_bps: int = 0  # 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class NodeStats:
     cache_capacity_bytes: int = 0
     transcodes: int = 0
     live_channels: tuple[str, ...] = ()
+    transcode_capacity: int = 0  # ladders the node runs at most; 0 = transcoding off
+    transcode_encoder: str = ""  # "nvenc", "x264", or "" (off, or still detecting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,64 @@ class TokenRecord:
     site: str = ""
     used_unix_ms: int = 0
     used_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    """A channel as stored: only the SHA-256 of its stream key, never the key."""
+
+    name: str
+    key_sha256: str
+    created_unix_ms: int
+    key_rotated_unix_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A channel as the admin API shows it."""
+
+    name: str
+    created_unix_ms: int = 0
+    key_rotated_unix_ms: int = 0
+    live_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One publish session of a channel on a node, with where its ladder runs and why."""
+
+    id: str
+    channel: str
+    node_id: str
+    protocol: str = ""  # "rtmp", "srt", or "" when known only from the edge's reports
+    started_unix_ms: int = 0  # the edge's clock
+    ended_unix_ms: int = 0  # 0 = live
+    mode: str = "unknown"  # "transcode", "passthrough", "unknown"
+    encoder: str = ""
+    renditions: tuple[str, ...] = ()
+    reason: str = ""
+    end_reason: str = ""
+    decided_by_controller: bool = False
+
+    @property
+    def live(self) -> bool:
+        return not self.ended_unix_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A viewer routing decision (or why there is none), as `originctl route` shows it."""
+
+    routed: bool
+    channel: str
+    client_ip: str = ""
+    node_id: str = ""
+    url: str = ""
+    reason: str = ""  # prefix, nearest, least-loaded; unknown-channel, offline, unavailable
+    detail: str = ""
+    alternates: tuple[tuple[str, str], ...] = ()  # (node id, url)
+    distance_km: float | None = None
+    client_location: tuple[float, float] | None = None
 
 
 # --- plain-dict forms, for `-o json` and the recorded samples under tests/data/nvml/ -----------------

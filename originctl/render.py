@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
-from originctl.model import Event, GpuSample, GpuStatus, Node, NodeState
+from originctl.model import Channel, Event, GpuSample, GpuStatus, Node, NodeState, Route, StreamRecord
 from originctl.server.health import throttle_names
 
 
@@ -186,3 +186,56 @@ def top_screen(nodes: Sequence[Node], origin: str, now_ms: int) -> str:
             base = ["", ""]
     return head + "\n\n" + table(["NODE", "STATE", "GPU", "MODEL", "UTIL", "ENC", "DEC", "SESS", "MEM", "TEMP",
                                   "STREAMS", "VIEWERS", "EGRESS"], rows)
+
+
+def channels_table(channels: Sequence[Channel]) -> str:
+    rows = [[c.name, ",".join(c.live_nodes) or "-", when(c.created_unix_ms), when(c.key_rotated_unix_ms)]
+            for c in channels]
+    return table(["NAME", "LIVE-ON", "CREATED", "KEY-ROTATED"], rows)
+
+
+def ladder(s: StreamRecord) -> str:
+    if s.mode == "transcode":
+        return f"transcode ({s.encoder})" if s.encoder else "transcode"
+    return s.mode
+
+
+def streams_table(streams: Sequence[StreamRecord], now_ms: int, names: dict[str, str] | None = None,
+                  wide: bool = False) -> str:
+    """`names`: node ID → node name, for people."""
+    names = names or {}
+    headers = ["CHANNEL", "NODE", "PROTOCOL", "AGE", "LADDER", "DECIDED-BY", "WHY"]
+    if wide:
+        headers = ["ID", "CHANNEL", "NODE", "NODE-ID", "PROTOCOL", "STARTED", "ENDED", "LADDER", "RENDITIONS",
+                   "DECIDED-BY", "WHY", "END-REASON"]
+    rows = []
+    for s in streams:
+        by = "controller" if s.decided_by_controller else "edge"
+        age_ = age(s.started_unix_ms, s.ended_unix_ms or now_ms) + ("" if s.live else " (ended)")
+        if wide:
+            rows.append([s.id, s.channel, names.get(s.node_id, "-"), s.node_id, s.protocol or "-",
+                         when(s.started_unix_ms), when(s.ended_unix_ms), ladder(s), ",".join(s.renditions) or "-",
+                         by, s.reason or "-", s.end_reason or "-"])
+        else:
+            why = s.reason if len(s.reason) <= 80 else s.reason[:77] + "..."
+            rows.append([s.channel, names.get(s.node_id, s.node_id), s.protocol or "-", age_, ladder(s), by,
+                         why or "-"])
+    return table(headers, rows)
+
+
+def route_text(r: Route) -> str:
+    where = "unknown"
+    if r.client_location is not None:
+        where = f"{r.client_location[0]:.4f}, {r.client_location[1]:.4f}"
+    lines = [f"Channel:     {r.channel}", f"Client:      {r.client_ip or '-'} (location {where})"]
+    if not r.routed:
+        return "\n".join([*lines, f"No route:    {r.reason}: {r.detail}"])
+    lines += [
+        f"Node:        {r.node_id}",
+        f"URL:         {r.url}",
+        f"Reason:      {r.reason}: {r.detail}",
+    ]
+    if r.distance_km is not None:
+        lines.append(f"Distance:    {r.distance_km:.0f} km")
+    lines.append("Alternates:  " + ("; ".join(f"{n} {u}" for n, u in r.alternates) or "-"))
+    return "\n".join(lines)

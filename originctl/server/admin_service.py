@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -16,17 +17,22 @@ from edgenet.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from originctl import trust
 from originctl.errors import NotAuthenticated, OriginctlError, UsageError
 from originctl.metrics import ControllerMetrics
-from originctl.model import TokenRecord
+from originctl.model import Channel, ChannelRecord, TokenRecord
 from originctl.server import convert
+from originctl.server.channels import ChannelBook, check_name
 from originctl.server.edge_service import set_draining_command
 from originctl.server.registry import Registry
+from originctl.server.router import Router
 from originctl.server.store import Store
+from originctl.server.streams import StreamBook
 
 DEFAULT_TOKEN_TTL = 3600.0  # s
 MAX_TOKEN_TTL = 30 * 86400.0  # s: a bootstrap token is for racking a box, not a standing credential
 MAX_TOKENS_PER_CALL = 10_000
 MAX_EVENTS_PER_CALL = 10_000
 DEFAULT_EVENTS = 100
+DEFAULT_STREAMS = 100  # ended streams listed with --all
+MAX_STREAMS_PER_CALL = 10_000
 
 R = TypeVar("R")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
@@ -52,9 +58,13 @@ def admin_rpc(fn: Handler[R]) -> Handler[R]:
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, registry: Registry, store: Store, admin_token: str, token_path: Path,
-                 ca_fingerprint: str, metrics: ControllerMetrics) -> None:
+                 ca_fingerprint: str, metrics: ControllerMetrics, channels: ChannelBook | None = None,
+                 streams: StreamBook | None = None, router: Router | None = None) -> None:
         self.registry = registry
         self.store = store
+        self.channels = channels or ChannelBook(store)
+        self.streams = streams or StreamBook(store)
+        self.router = router
         self._expected = f"Bearer {admin_token}".encode()
         self._token_path = token_path
         self._ca_fingerprint = ca_fingerprint
@@ -122,3 +132,60 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if entry.session is not None:
             entry.session.async_send(set_draining_command(next(self._command_ids), request.draining))
         return convert.node_to_pb(self.registry.view(entry))
+
+    # --- channels, streams, routing ------------------------------------------------------------------
+
+    def _channel_view(self, rec: ChannelRecord) -> Channel:
+        return Channel(name=rec.name, created_unix_ms=rec.created_unix_ms, key_rotated_unix_ms=rec.key_rotated_unix_ms,
+                       live_nodes=tuple(sorted(self.streams.carriers(rec.name))))
+
+    @admin_rpc
+    async def CreateChannel(self, request: admin_pb2.ChannelRequest,
+                            context: grpc.aio.ServicerContext) -> admin_pb2.ChannelKey:
+        rec, key = await self.channels.create(request.name)
+        return admin_pb2.ChannelKey(channel=convert.channel_to_pb(self._channel_view(rec)), stream_key=key)
+
+    @admin_rpc
+    async def RotateChannelKey(self, request: admin_pb2.ChannelRequest,
+                               context: grpc.aio.ServicerContext) -> admin_pb2.ChannelKey:
+        rec, key = await self.channels.rotate(check_name(request.name))
+        return admin_pb2.ChannelKey(channel=convert.channel_to_pb(self._channel_view(rec)), stream_key=key)
+
+    @admin_rpc
+    async def DeleteChannel(self, request: admin_pb2.ChannelRequest,
+                            context: grpc.aio.ServicerContext) -> admin_pb2.Channel:
+        rec = await self.channels.delete(check_name(request.name))
+        return convert.channel_to_pb(self._channel_view(rec))
+
+    @admin_rpc
+    async def ListChannels(self, request: admin_pb2.ListChannelsRequest,
+                           context: grpc.aio.ServicerContext) -> admin_pb2.ListChannelsResponse:
+        return admin_pb2.ListChannelsResponse(
+            channels=[convert.channel_to_pb(self._channel_view(c)) for c in self.channels.all()])
+
+    @admin_rpc
+    async def ListStreams(self, request: admin_pb2.ListStreamsRequest,
+                          context: grpc.aio.ServicerContext) -> admin_pb2.ListStreamsResponse:
+        live = self.streams.live()
+        if not request.include_ended:
+            return admin_pb2.ListStreamsResponse(streams=[convert.stream_to_pb(s) for s in live])
+        limit = min(request.limit or DEFAULT_STREAMS, MAX_STREAMS_PER_CALL)
+        await self.streams.drain()  # what was recorded so far is visible
+        ended = [s for s in await self.store.list_streams(live_only=False, limit=limit + len(live)) if not s.live]
+        return admin_pb2.ListStreamsResponse(streams=[convert.stream_to_pb(s) for s in [*live, *ended[:limit]]])
+
+    @admin_rpc
+    async def Route(self, request: admin_pb2.RouteRequest,
+                    context: grpc.aio.ServicerContext) -> admin_pb2.RouteDecision:
+        if self.router is None:
+            raise UsageError("viewer routing is not running on this controller")
+        if not request.client_ip:
+            raise UsageError("--client-ip is required: the viewer address to route")
+        try:
+            ipaddress.ip_address(request.client_ip)
+        except ValueError:
+            raise UsageError(f"--client-ip: not an IP address: {request.client_ip!r}") from None
+        loc = None
+        if request.HasField("latitude") and request.HasField("longitude"):
+            loc = (request.latitude, request.longitude)
+        return convert.route_to_pb(self.router.decide(request.channel, request.client_ip, loc))

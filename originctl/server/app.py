@@ -1,7 +1,8 @@
 """The controller's composition root: start in order, stop in reverse.
 
-    store → CA + server certificate + admin token → registry → edge port (mutual TLS)
-          → main port (enrollment + admin, TLS) → HTTP (/healthz, /metrics) → mDNS announcement
+    store → CA + server certificate + admin token → registry → channels, streams → router (+ GeoIP)
+          → edge port (mutual TLS) → main port (enrollment + admin, TLS) → HTTP (/healthz, /metrics,
+          /play) → mDNS announcement
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from aiohttp import web
 from edgenet.v1 import admin_pb2_grpc, edge_pb2_grpc
 from originctl import __version__
 from originctl.config import ServeConfig, parse_hostport
-from originctl.errors import OriginctlError
+from originctl.errors import ConfigError, OriginctlError
 from originctl.metrics import ControllerMetrics
+from originctl.model import NodeState
 from originctl.server.admin_service import AdminServicer
+from originctl.server.channels import ChannelBook
 from originctl.server.edge_service import EdgeServicer, EnrollmentServicer
 from originctl.server.enrollment import CertificateAuthority, ensure_admin_token, write_private
+from originctl.server.geoip import GeoIp
 from originctl.server.health import HealthPolicy
 from originctl.server.http import make_app
 from originctl.server.registry import Registry
+from originctl.server.router import Router
 from originctl.server.store import SqliteStore, Store
+from originctl.server.streams import StreamBook
 
 log = logging.getLogger("originctl")
 
@@ -56,7 +62,12 @@ class Controller:
         self.registry = Registry(self.store, self.metrics, HealthPolicy(
             lost_after_intervals=cfg.health.lost_after_intervals, recover_reports=cfg.health.recover_reports,
             throttle_mask=cfg.health.throttle_mask))
-        self.http_app: web.Application = make_app(self.registry, self.metrics)
+        self.channels = ChannelBook(self.store)
+        self.streams = StreamBook(self.store)
+        self.registry.listeners.append(self.streams.async_node_changed)
+        self.router = Router(self.registry, self.channels, self.streams, self.metrics,
+                             trusted_proxies=cfg.trusted_proxies)
+        self.http_app: web.Application = make_app(self.registry, self.metrics, self.router)
         self.ca: CertificateAuthority | None = None
         self.admin_token = ""
         self.admin_token_path: Path = self.data_path / "admin.token"
@@ -69,6 +80,7 @@ class Controller:
         self._advertiser: Any = None
         self._store_open = False
         self._registry_started = False
+        self._router_started = False
 
     async def start(self) -> None:
         try:
@@ -93,9 +105,22 @@ class Controller:
             ensure_admin_token, self.data_path, self.ca.fingerprint)
         await self.registry.start()
         self._registry_started = True
+        await self.channels.load()
+        await self.streams.load()
+        for entry in self.registry.nodes.values():  # lost while the controller was away: streams over
+            if entry.health.state is NodeState.LOST:
+                self.streams.async_node_lost(entry.id, entry.health.state_reason)
+        if cfg.geoip_database:
+            try:
+                self.router.geoip = await asyncio.to_thread(GeoIp, cfg.geoip_database)
+            except ValueError as exc:
+                raise ConfigError("geoip_database", str(exc)) from None
+        await self.router.start()
+        self._router_started = True
 
         self._edge = grpc.aio.server(options=_EDGE_OPTIONS)
-        edge_pb2_grpc.add_EdgeServiceServicer_to_server(EdgeServicer(self.registry), self._edge)
+        edge_pb2_grpc.add_EdgeServiceServicer_to_server(
+            EdgeServicer(self.registry, self.channels, self.streams, self.metrics), self._edge)
         self.edge_port = self._bind(self._edge, edge_host, edge_port, "edge_grpc", grpc.ssl_server_credentials(
             [(key_pem, chain_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True))
 
@@ -104,7 +129,7 @@ class Controller:
             EnrollmentServicer(self.store, self.registry, self.ca, self.edge_port, self.metrics), self._main)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.registry, self.store, self.admin_token, self.admin_token_path.resolve(),
-                          self.ca.fingerprint, self.metrics), self._main)
+                          self.ca.fingerprint, self.metrics, self.channels, self.streams, self.router), self._main)
         self.grpc_port = self._bind(self._main, grpc_host, grpc_port, "grpc",
                                     grpc.ssl_server_credentials([(key_pem, chain_pem)], require_client_auth=False))
         await self._edge.start()
@@ -169,6 +194,10 @@ class Controller:
         if self._registry_started:
             self._registry_started = False
             await self.registry.stop()
+            await self.streams.drain()
+        if self._router_started:
+            self._router_started = False
+            await self.router.stop()
         if self._store_open:
             self._store_open = False
             await self.store.close()

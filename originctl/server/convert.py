@@ -6,9 +6,22 @@ from typing import NoReturn
 
 import grpc
 
+from edgenet.v1 import admin_pb2, edge_pb2
 from edgenet.v1 import common_pb2 as pb
 from originctl import errors
-from originctl.model import Event, GpuSample, GpuStatus, Node, NodeInfo, NodeState, NodeStats, Report
+from originctl.model import (
+    Channel,
+    Event,
+    GpuSample,
+    GpuStatus,
+    Node,
+    NodeInfo,
+    NodeState,
+    NodeStats,
+    Report,
+    Route,
+    StreamRecord,
+)
 
 STATE_TO_PB = {
     NodeState.HEALTHY: pb.NODE_STATE_HEALTHY,
@@ -41,7 +54,7 @@ def node_info_from_pb(m: pb.NodeInfo) -> NodeInfo:
         longitude=m.longitude if m.HasField("longitude") else None,
         prefixes=tuple(m.prefixes), public_url=m.public_url, http_port=m.http_port, rtmp_port=m.rtmp_port,
         srt_port=m.srt_port, heartbeat_seconds=m.heartbeat_seconds or 2.0, gpu_models=tuple(m.gpu_models),
-        driver_version=m.driver_version,
+        driver_version=m.driver_version, viewer_limit=m.viewer_limit, egress_limit_bps=m.egress_limit_bps,
     )
 
 
@@ -74,7 +87,8 @@ def report_from_pb(m: pb.Report) -> Report:
         cpu_load1=n.cpu_load1, cpu_count=n.cpu_count, memory_used_bytes=n.memory_used_bytes,
         memory_total_bytes=n.memory_total_bytes, active_streams=n.active_streams, viewers=n.viewers,
         egress_bps=n.egress_bps, cache_bytes=n.cache_bytes, cache_capacity_bytes=n.cache_capacity_bytes,
-        transcodes=n.transcodes, live_channels=tuple(n.live_channels),
+        transcodes=n.transcodes, live_channels=tuple(n.live_channels), transcode_capacity=n.transcode_capacity,
+        transcode_encoder=n.transcode_encoder,
     )
     return Report(
         seq=m.seq, sent_unix_us=m.sent_unix_us, node=stats,
@@ -108,6 +122,7 @@ def node_info_to_pb(i: NodeInfo) -> pb.NodeInfo:
         name=i.name, hostname=i.hostname, site=i.site, version=i.version, prefixes=list(i.prefixes),
         public_url=i.public_url, http_port=i.http_port, rtmp_port=i.rtmp_port, srt_port=i.srt_port,
         heartbeat_seconds=i.heartbeat_seconds, gpu_models=list(i.gpu_models), driver_version=i.driver_version,
+        viewer_limit=i.viewer_limit, egress_limit_bps=i.egress_limit_bps,
     )
     if i.latitude is not None:
         m.latitude = i.latitude
@@ -153,6 +168,85 @@ def event_to_pb(e: Event) -> pb.Event:
         to_state=STATE_TO_PB[e.to_state] if e.to_state else pb.NODE_STATE_UNSPECIFIED,
         reason=e.reason,
     )
+
+
+def channel_to_pb(c: Channel) -> admin_pb2.Channel:
+    return admin_pb2.Channel(name=c.name, created_unix_ms=c.created_unix_ms,
+                             key_rotated_unix_ms=c.key_rotated_unix_ms, live_nodes=list(c.live_nodes))
+
+
+def channel_from_pb(m: admin_pb2.Channel) -> Channel:
+    return Channel(name=m.name, created_unix_ms=m.created_unix_ms, key_rotated_unix_ms=m.key_rotated_unix_ms,
+                   live_nodes=tuple(m.live_nodes))
+
+
+def stream_to_pb(s: StreamRecord) -> admin_pb2.Stream:
+    return admin_pb2.Stream(
+        id=s.id, channel=s.channel, node_id=s.node_id, protocol=s.protocol, started_unix_ms=s.started_unix_ms,
+        ended_unix_ms=s.ended_unix_ms, mode=s.mode, encoder=s.encoder, renditions=list(s.renditions),
+        reason=s.reason, end_reason=s.end_reason, decided_by_controller=s.decided_by_controller)
+
+
+def stream_from_pb(m: admin_pb2.Stream) -> StreamRecord:
+    return StreamRecord(
+        id=m.id, channel=m.channel, node_id=m.node_id, protocol=m.protocol, started_unix_ms=m.started_unix_ms,
+        ended_unix_ms=m.ended_unix_ms, mode=m.mode, encoder=m.encoder, renditions=tuple(m.renditions),
+        reason=m.reason, end_reason=m.end_reason, decided_by_controller=m.decided_by_controller)
+
+
+def route_to_pb(r: Route) -> admin_pb2.RouteDecision:
+    m = admin_pb2.RouteDecision(
+        routed=r.routed, channel=r.channel, node_id=r.node_id, url=r.url, reason=r.reason, detail=r.detail,
+        alternates=[admin_pb2.RouteAlternate(node_id=n, url=u) for n, u in r.alternates], client_ip=r.client_ip)
+    if r.distance_km is not None:
+        m.distance_km = r.distance_km
+    if r.client_location is not None:
+        m.client_latitude, m.client_longitude = r.client_location
+    return m
+
+
+def route_from_pb(m: admin_pb2.RouteDecision) -> Route:
+    loc = (m.client_latitude, m.client_longitude) if m.HasField("client_latitude") else None
+    return Route(routed=m.routed, channel=m.channel, client_ip=m.client_ip, node_id=m.node_id, url=m.url,
+                 reason=m.reason, detail=m.detail, alternates=tuple((a.node_id, a.url) for a in m.alternates),
+                 distance_km=m.distance_km if m.HasField("distance_km") else None, client_location=loc)
+
+
+_MODE_TO_PB = {"transcode": edge_pb2.Placement.MODE_TRANSCODE, "passthrough": edge_pb2.Placement.MODE_PASSTHROUGH}
+_MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
+
+
+def placement_to_pb(mode: str, encoder: str, reason: str, node_id: str, gpu_index: int | None,
+                    renditions: tuple[str, ...] = ()) -> edge_pb2.Placement:
+    m = edge_pb2.Placement(mode=_MODE_TO_PB.get(mode, edge_pb2.Placement.MODE_UNSPECIFIED), encoder=encoder,
+                           reason=reason, node_id=node_id, renditions=list(renditions), decided_by_controller=True)
+    if gpu_index is not None:
+        m.gpu_index = gpu_index
+    return m
+
+
+def placement_mode_from_pb(m: edge_pb2.Placement) -> str:
+    return _MODE_FROM_PB.get(m.mode, "unknown")
+
+
+def stream_started_from_pb(stream_id: str, node_id: str, m: edge_pb2.StreamEvent, now_ms: int) -> StreamRecord:
+    p = m.placement
+    placed = m.HasField("placement")
+    return StreamRecord(
+        id=stream_id, channel=m.channel, node_id=node_id, protocol=m.protocol,
+        started_unix_ms=m.time_unix_ms or now_ms, mode=placement_mode_from_pb(p) if placed else "unknown",
+        encoder=p.encoder, renditions=tuple(m.renditions) or tuple(p.renditions),
+        reason=p.reason if placed else "the edge did not say", decided_by_controller=p.decided_by_controller)
+
+
+def key_table_to_pb(entries: list[tuple[str, str]], *, full: bool, more: bool = False) -> edge_pb2.ControllerMessage:
+    """(channel, key digest) pairs."""
+    return edge_pb2.ControllerMessage(key_table=edge_pb2.KeyTable(
+        full=full, more=more, entries=[edge_pb2.KeyEntry(channel=c, key_sha256=d) for c, d in entries]))
+
+
+def key_invalidation_to_pb(channel: str) -> edge_pb2.ControllerMessage:
+    return edge_pb2.ControllerMessage(key_invalidation=edge_pb2.KeyInvalidation(channel=channel))
 
 
 # --- errors -------------------------------------------------------------------------------------------

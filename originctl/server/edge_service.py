@@ -16,15 +16,20 @@ from edgenet.v1 import edge_pb2, edge_pb2_grpc
 from originctl import __version__, trust
 from originctl.errors import EnrollmentRefused, OriginctlError, TokenInvalid
 from originctl.metrics import ControllerMetrics
-from originctl.model import NodeRecord, NodeState
+from originctl.model import ChannelRecord, NodeRecord, NodeState
 from originctl.server import convert
+from originctl.server.channels import ChannelBook
 from originctl.server.enrollment import CertificateAuthority, peer_serial_hex
+from originctl.server.inputs import placement_node
+from originctl.server.placement import Placement, place
 from originctl.server.registry import Registry, Session
 from originctl.server.store import Store
+from originctl.server.streams import StreamBook, new_stream_id
 
 log = logging.getLogger("originctl.edge")
 
 HELLO_TIMEOUT = 10.0  # s from stream open to the edge's Hello
+KEY_TABLE_CHUNK = 5000  # entries per KeyTable message (~0.5 MB): far below gRPC's 4 MB message cap
 
 
 def new_node_id(taken: dict[str, Any]) -> str:
@@ -95,8 +100,13 @@ def _auth_value(context: grpc.aio.ServicerContext, key: str) -> bytes | None:
 class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     """Runs on the mutual-TLS port: the TLS layer already refused peers without a CA-signed certificate."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, channels: ChannelBook | None = None, streams: StreamBook | None = None,
+                 metrics: ControllerMetrics | None = None) -> None:
         self.registry = registry
+        self.channels = channels or ChannelBook(registry.store)
+        self.streams = streams or StreamBook(registry.store)
+        self.metrics = metrics or registry.metrics
+        self.channels.listeners.append(self._channel_changed)
 
     async def _identify(self, context: grpc.aio.ServicerContext) -> str:
         cn = _auth_value(context, "x509_common_name")
@@ -129,6 +139,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         await context.write(edge_pb2.ControllerMessage(welcome=edge_pb2.Welcome(
             node_id=node_id, state=convert.STATE_TO_PB[entry.health.state],
             server_time_unix_us=int(time.time() * 1e6), draining=entry.health.draining)))
+        # The key table follows the Welcome; changes made from here on are queued in the session's
+        # outbox (attached above) and reach the edge after it, so the edge never misses one.
+        table = [(c.name, c.key_sha256) for c in self.channels.all()]
+        for i in range(0, max(1, len(table)), KEY_TABLE_CHUNK):
+            chunk = table[i:i + KEY_TABLE_CHUNK]
+            await context.write(convert.key_table_to_pb(chunk, full=i == 0, more=i + KEY_TABLE_CHUNK < len(table)))
         writer = asyncio.create_task(self._pump(session, context))
         reader = asyncio.create_task(self._read(node_id, session, context))
         closed = asyncio.create_task(session.closed.wait())
@@ -150,7 +166,11 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 return
             kind = msg.WhichOneof("body")
             if kind == "report":
-                report(node_id, convert.report_from_pb(msg.report))
+                r = convert.report_from_pb(msg.report)
+                report(node_id, r)
+                self.streams.async_report(node_id, r)
+            elif kind == "stream_event":
+                self._stream_event(node_id, msg.stream_event)
             elif kind == "goodbye":
                 self.registry.async_goodbye(node_id, msg.goodbye.reason)
                 return
@@ -159,12 +179,60 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                          msg.command_result.ok, msg.command_result.detail)
             elif kind == "hello":
                 self.registry.async_attach(node_id, convert.node_info_from_pb(msg.hello.info), session)
-            # stream_event and chat: issue 6 and the chat relay
+            # chat: the chat relay
 
     async def _pump(self, session: Session, context: grpc.aio.ServicerContext) -> None:
         while True:
             msg = await session.outbox.get()
             await context.write(msg)
+
+    def _stream_event(self, node_id: str, ev: edge_pb2.StreamEvent) -> None:
+        now_ms = int(time.time() * 1000)
+        if ev.kind == edge_pb2.StreamEvent.KIND_STARTED:
+            self.streams.async_started(convert.stream_started_from_pb(new_stream_id(), node_id, ev, now_ms))
+        elif ev.kind == edge_pb2.StreamEvent.KIND_ENDED:
+            self.streams.async_ended(node_id, ev.channel, ev.time_unix_ms or now_ms, "the publisher stopped")
+
+    def _channel_changed(self, kind: str, rec: ChannelRecord) -> None:
+        """Push a channel's new key digest (or its removal) down every open edge stream."""
+        if kind == "delete":
+            msg = convert.key_invalidation_to_pb(rec.name)
+        else:
+            msg = convert.key_table_to_pb([(rec.name, rec.key_sha256)], full=False)
+        for entry in self.registry.nodes.values():
+            if entry.session is not None:
+                entry.session.async_send(msg)
+
+    def place(self, channel: str, node_id: str) -> Placement:
+        """Where a new stream of `channel` on `node_id` is transcoded (deterministic for the same fleet)."""
+        entry = self.registry.get(node_id)
+        own = placement_node(entry, self.streams.transcodes_on(node_id)) if entry is not None else None
+        if own is not None:
+            p = place(channel, node_id, [own])
+            if p.mode == "transcode":
+                return p
+        # not here: rank the fleet too, so the reason names the node that could have taken it
+        fleet = [placement_node(e, self.streams.transcodes_on(e.id)) for e in self.registry.nodes.values()]
+        return place(channel, node_id, fleet)
+
+    async def AuthorizePublish(self, request: edge_pb2.AuthorizePublishRequest,
+                               context: grpc.aio.ServicerContext) -> edge_pb2.AuthorizePublishResponse:
+        node_id = await self._identify(context)
+        rec = self.channels.by_key(request.stream_key)
+        if rec is None:
+            self.metrics.authorizations.labels("unknown_key").inc()
+            log.info("node %s: %s publish from %s refused: unknown stream key", node_id, request.protocol,
+                     request.remote_address)
+            return edge_pb2.AuthorizePublishResponse(
+                allowed=False, reason="unknown stream key (rotated or deleted?): use the channel's current key")
+        p = self.place(rec.name, node_id)
+        self.metrics.authorizations.labels("allowed").inc()
+        self.metrics.placements.labels(p.mode).inc()
+        log.info("node %s: channel=%s %s publish from %s allowed; placement %s: %s", node_id, rec.name,
+                 request.protocol, request.remote_address, p.mode, p.reason)
+        return edge_pb2.AuthorizePublishResponse(
+            allowed=True, channel=rec.name,
+            placement=convert.placement_to_pb(p.mode, p.encoder, p.reason, p.node_id, p.gpu_index))
 
 
 def set_draining_command(command_id: int, draining: bool) -> edge_pb2.ControllerMessage:

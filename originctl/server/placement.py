@@ -1,7 +1,7 @@
 """Transcode placement, pure: where a new stream's ABR ladder is encoded, and why.
 
 Inputs are the controller's view of each node (health, cordon/drain, per-GPU NVML telemetry, CPU
-load, current transcodes). The ingest node is preferred (no extra hop); a node is able to take a
+load, current transcodes, whether transcoding is on there and the node's own ladder limit). The ingest node is preferred (no extra hop); a node is able to take a
 transcode when it is healthy, not draining, and has free encoder capacity:
   - NVENC: a GPU that reports H.264 encoder capacity (NVML encoder capacity > 0), encoder
     utilization below ENCODER_UTIL_MAX, below TEMP_MAX_C and not clock-throttled for power or heat;
@@ -50,6 +50,8 @@ class PlacementNode:
     transcodes: int = 0
     cpu_transcode_capacity: int = 0  # libx264 ladders the node says it can run (from its own bench)
     active_streams: int = 0
+    transcoding: bool = True  # False: the node runs with transcoding off (its config, or no usable encoder)
+    transcode_limit: int = 0  # the node's own ceiling on concurrent ladders; 0 = none stated
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,10 @@ def capability(n: PlacementNode) -> tuple[str, int | None, str] | str:
         return "draining"
     if n.state != "healthy":
         return f"node is {n.state}"
+    if not n.transcoding:
+        return "transcoding is off on the node"
+    if n.transcode_limit and n.transcodes >= n.transcode_limit:
+        return f"at its transcode limit ({n.transcodes} of {n.transcode_limit} ladders)"
     if n.gpus:
         if any(g.throttled for g in n.gpus) and not any(_gpu_problem(g) is None for g in n.gpus):
             return "GPUs throttling"

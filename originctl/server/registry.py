@@ -2,7 +2,8 @@
 
 Loop-only: methods named `async_*` are plain functions that must run on the event loop thread; they
 never block. Durable changes (state transitions and their events, last-report times) go to the store
-in the background, in order; `drain()` waits for them.
+in the background, in order; `drain()` waits for them. `listeners` hear of every state change and of
+changed node info (the stream book ends a lost node's streams; the router rebuilds its table).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from originctl.errors import Conflict, NotFound
 from originctl.metrics import ControllerMetrics
-from originctl.model import Node, NodeInfo, NodeRecord, Report
+from originctl.model import Node, NodeInfo, NodeRecord, NodeState, Report
 from originctl.server import health
 from originctl.server.store import Store
 
@@ -27,6 +28,9 @@ TOUCH_INTERVAL = 5.0  # s between writes of last-report times to the store
 MIN_SWEEP = 0.05  # s: the fastest the silence check runs (tests use 0.3 s heartbeats)
 MAX_SWEEP = 1.0  # s
 OUTBOX_SIZE = 64  # commands queued for one edge before we drop its connection
+
+# (entry, previous state): previous is None when the node's info changed rather than its state
+NodeListener = Callable[["NodeEntry", NodeState | None], None]
 
 
 @dataclass(eq=False, slots=True)
@@ -83,6 +87,14 @@ class Registry:
         self.nodes: dict[str, NodeEntry] = {}
         self._pending: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.listeners: list[NodeListener] = []
+
+    def _notify(self, entry: NodeEntry, previous: NodeState | None) -> None:
+        for cb in self.listeners:
+            try:
+                cb(entry, previous)
+            except Exception:  # a listener's bug must not break health tracking
+                log.exception("node listener failed")
 
     def _now_ms(self) -> int:
         return int(self._wall() * 1000)
@@ -168,6 +180,7 @@ class Registry:
         self.metrics.transitions.labels(new.state.value).inc()
         log.info("node %s (%s): %s -> %s: %s", entry.id, entry.info.name, old_state.value, new.state.value, reason)
         self._persist(self.store.record_transition(entry.id, old_state, new.state, reason, at))
+        self._notify(entry, old_state)
 
     def async_add(self, record: NodeRecord) -> NodeEntry:
         """A node that just enrolled."""
@@ -185,6 +198,7 @@ class Registry:
         if info != entry.record.info:
             entry.record = replace(entry.record, info=info)
             self._persist(self.store.update_node_info(node_id, info))
+            self._notify(entry, None)
         self.metrics.connections.inc()
         self._persist(self.store.add_event(node_id, "connected", f"from {session.peer}", self._now_ms()))
         return entry
@@ -221,7 +235,10 @@ class Registry:
         entry = self.find(node_id)
         if entry.health.draining != draining:
             self._persist(self.store.set_draining(entry.id, draining))
+            state = entry.health.state
             self._apply(entry, health.set_draining(entry.health, draining))
+            if entry.health.state is state:  # e.g. a lost node: no transition, but routing must know
+                self._notify(entry, state)
         return entry
 
     def async_sweep(self) -> None:

@@ -10,7 +10,9 @@ Ties break on load, then on node id, so the same inputs always give the same ans
 
 A RoutingTable is an immutable snapshot built from the registry (rebuilt when it changes);
 decisions only read it. Lookups are dict probes per prefix length plus a grid search for distance,
-so a decision costs microseconds for a 10,000-node fleet.
+so a decision costs microseconds for a 10,000-node fleet. Parsing prefixes is the costly part of a
+build, so a rebuild whose nodes have the same prefixes and coordinates as the previous table's
+(states, loads and channels changed) shares the previous prefix and geo indexes.
 """
 
 from __future__ import annotations
@@ -111,11 +113,35 @@ class RoutingTable:
     _grid: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     _by_channel: dict[str, list[str]] = field(default_factory=dict)  # eligible carriers, best rank first
     _carrier_sets: dict[str, frozenset[str]] = field(default_factory=dict)
+    _blocked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # channel -> (node, why not)
+    _geometry: dict[str, tuple[tuple[str, ...], float | None, float | None]] = field(default_factory=dict)
+    reused_indexes: bool = False
 
     @classmethod
-    def build(cls, nodes: Iterable[RouteNode]) -> RoutingTable:
+    def build(cls, nodes: Iterable[RouteNode], previous: RoutingTable | None = None) -> RoutingTable:
+        """A table for `nodes`; pass the table it replaces to reuse its indexes when the geometry is unchanged."""
         t = cls({n.id: n for n in nodes})
+        t._geometry = {n.id: (n.prefixes, n.latitude, n.longitude) for n in t.nodes.values()}
+        if previous is not None and previous._geometry == t._geometry:
+            t._prefix, t._lengths, t._networks, t._grid = (previous._prefix, previous._lengths, previous._networks,
+                                                           previous._grid)
+            t.reused_indexes = True
+        else:
+            t._index_geometry()
         for n in sorted(t.nodes.values(), key=lambda n: n.id):
+            why_not = n.skip_reason()
+            for ch in n.channels:
+                if why_not is None:
+                    t._by_channel.setdefault(ch, []).append(n.id)
+                else:
+                    t._blocked.setdefault(ch, []).append((n.id, why_not))
+        for ch, ids in t._by_channel.items():
+            ids.sort(key=lambda i: _rank(t.nodes[i]))
+            t._carrier_sets[ch] = frozenset(ids)
+        return t
+
+    def _index_geometry(self) -> None:
+        for n in sorted(self.nodes.values(), key=lambda n: n.id):
             for p in n.prefixes:
                 try:
                     net = ipaddress.ip_network(p, strict=False)
@@ -124,19 +150,12 @@ class RoutingTable:
                 bits = net.max_prefixlen
                 key = (net.version, net.prefixlen)
                 value = int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0
-                t._prefix.setdefault(key, {}).setdefault(value, []).append(n.id)
-                t._networks[(net.version, net.prefixlen, value)] = str(net)
+                self._prefix.setdefault(key, {}).setdefault(value, []).append(n.id)
+                self._networks[(net.version, net.prefixlen, value)] = str(net)
             if n.latitude is not None and n.longitude is not None:
-                t._grid.setdefault(_cell(n.latitude, n.longitude), []).append(n.id)
-            if n.skip_reason() is None:
-                for ch in n.channels:
-                    t._by_channel.setdefault(ch, []).append(n.id)
+                self._grid.setdefault(_cell(n.latitude, n.longitude), []).append(n.id)
         for version in (4, 6):
-            t._lengths[version] = sorted((plen for v, plen in t._prefix if v == version), reverse=True)
-        for ch, ids in t._by_channel.items():
-            ids.sort(key=lambda i: _rank(t.nodes[i]))
-            t._carrier_sets[ch] = frozenset(ids)
-        return t
+            self._lengths[version] = sorted((plen for v, plen in self._prefix if v == version), reverse=True)
 
     def carriers(self, channel: str) -> list[str]:
         return self._by_channel.get(channel, [])
@@ -145,7 +164,12 @@ class RoutingTable:
         """The best node for this viewer, or NoRoute."""
         carriers = self._by_channel.get(channel)
         if not carriers:
-            raise NoRoute("offline", f"channel {channel!r} is not live on any node that can take viewers")
+            blocked = self._blocked.get(channel)
+            if blocked:
+                why = ", ".join(f"{nid} ({reason})" for nid, reason in blocked[:5])
+                raise NoRoute("unavailable", f"channel {channel!r} is live only on nodes that take no new viewers "
+                                             f"now: {why}")
+            raise NoRoute("offline", f"channel {channel!r} is not live on any node")
         carrier_set = self._carrier_sets[channel]
         try:
             ip = ipaddress.ip_address(client_ip)

@@ -5,8 +5,9 @@ embedded default. All SQLite work happens on one writer thread that owns the con
 the event loop await futures, and jobs that queue up while a transaction runs are committed together
 (group commit), each inside its own SAVEPOINT so one failing job does not undo its neighbours.
 
-Schema changes are appended to MIGRATIONS; `PRAGMA user_version` says how many have run. Issue 6 adds
-channels, keys and streams as migration 2.
+Schema changes are appended to MIGRATIONS; `PRAGMA user_version` says how many have run. Migration 2
+adds channels (with the SHA-256 of their stream keys only) and streams (publish sessions and their
+placement).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from originctl.errors import StoreError, TokenExpired, TokenInvalid, TokenUsed
-from originctl.model import Event, NodeInfo, NodeRecord, NodeState, TokenRecord
+from originctl.errors import Conflict, NotFound, StoreError, TokenExpired, TokenInvalid, TokenUsed
+from originctl.model import ChannelRecord, Event, NodeInfo, NodeRecord, NodeState, StreamRecord, TokenRecord
 
 log = logging.getLogger("originctl.store")
 
 MAX_BATCH = 512  # jobs per transaction: bounds the latency a large batch adds to the next caller
 MAX_EVENTS = 200_000  # rows kept in `events`; the oldest are pruned past this
+MAX_ENDED_STREAMS = 100_000  # ended rows kept in `streams`; the oldest are pruned past this
 
 
 class Store(abc.ABC):
@@ -81,6 +83,31 @@ class Store(abc.ABC):
     async def list_events(self, node_id: str | None = None, limit: int = 100) -> list[Event]:
         """Newest first."""
 
+    # channels
+    @abc.abstractmethod
+    async def create_channel(self, channel: ChannelRecord) -> None:
+        """Add a channel; Conflict if the name (or, astronomically unlikely, the key digest) exists."""
+
+    @abc.abstractmethod
+    async def set_channel_key(self, name: str, key_sha256: str, at_ms: int) -> ChannelRecord:
+        """Replace the channel's key digest; NotFound if there is no such channel."""
+
+    @abc.abstractmethod
+    async def delete_channel(self, name: str) -> None:
+        """NotFound if there is no such channel."""
+
+    @abc.abstractmethod
+    async def list_channels(self) -> list[ChannelRecord]: ...
+
+    # streams
+    @abc.abstractmethod
+    async def save_streams(self, streams: Iterable[StreamRecord]) -> None:
+        """Insert or replace by stream ID."""
+
+    @abc.abstractmethod
+    async def list_streams(self, live_only: bool = True, limit: int = 1000) -> list[StreamRecord]:
+        """Newest first."""
+
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -116,6 +143,31 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_node ON events (node_id, id);
     """,
+    """
+    CREATE TABLE channels (
+        name TEXT PRIMARY KEY,
+        key_sha256 TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        key_rotated_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE streams (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER NOT NULL DEFAULT 0,
+        mode TEXT NOT NULL,
+        encoder TEXT NOT NULL,
+        renditions TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        end_reason TEXT NOT NULL DEFAULT '',
+        decided_by_controller INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX streams_by_seq ON streams (seq);
+    CREATE INDEX streams_live ON streams (ended_ms, seq);
+    """,
 )
 
 
@@ -136,6 +188,20 @@ def _info_from_json(text: str) -> NodeInfo:
         if k in known:
             known[k] = tuple(known[k])
     return NodeInfo(**known)
+
+
+def _channel_row(row: sqlite3.Row) -> ChannelRecord:
+    return ChannelRecord(name=row["name"], key_sha256=row["key_sha256"], created_unix_ms=row["created_ms"],
+                         key_rotated_unix_ms=row["key_rotated_ms"])
+
+
+def _stream_row(row: sqlite3.Row) -> StreamRecord:
+    return StreamRecord(
+        id=row["id"], channel=row["channel"], node_id=row["node_id"], protocol=row["protocol"],
+        started_unix_ms=row["started_ms"], ended_unix_ms=row["ended_ms"], mode=row["mode"], encoder=row["encoder"],
+        renditions=tuple(json.loads(row["renditions"])), reason=row["reason"], end_reason=row["end_reason"],
+        decided_by_controller=bool(row["decided_by_controller"]),
+    )
 
 
 def _state(value: str | None) -> NodeState | None:
@@ -167,6 +233,7 @@ class SqliteStore(Store):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events_since_prune = 0
+        self._streams_since_prune = 0
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -377,4 +444,72 @@ class SqliteStore(Store):
             else:
                 rows = conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
             return [_event_row(r) for r in rows]
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    # --- channels ---------------------------------------------------------------------------------
+
+    async def create_channel(self, channel: ChannelRecord) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM channels WHERE name = ?", (channel.name,)).fetchone():
+                raise Conflict(f"channel {channel.name!r} exists: rotate its key with `originctl channel "
+                               f"rotate-key {channel.name}`")
+            try:
+                conn.execute("INSERT INTO channels (name, key_sha256, created_ms, key_rotated_ms) VALUES (?,?,?,?)",
+                             (channel.name, channel.key_sha256, channel.created_unix_ms, channel.key_rotated_unix_ms))
+            except sqlite3.IntegrityError:
+                raise Conflict("that stream key digest is taken; try again") from None
+        await self._call(fn)
+
+    async def set_channel_key(self, name: str, key_sha256: str, at_ms: int) -> ChannelRecord:
+        def fn(conn: sqlite3.Connection) -> ChannelRecord:
+            cur = conn.execute("UPDATE channels SET key_sha256 = ?, key_rotated_ms = ? WHERE name = ?",
+                               (key_sha256, at_ms, name))
+            if not cur.rowcount:
+                raise NotFound(f"no channel {name!r}: list them with `originctl channels`")
+            return _channel_row(conn.execute("SELECT * FROM channels WHERE name = ?", (name,)).fetchone())
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def delete_channel(self, name: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            if not conn.execute("DELETE FROM channels WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no channel {name!r}: list them with `originctl channels`")
+        await self._call(fn)
+
+    async def list_channels(self) -> list[ChannelRecord]:
+        def fn(conn: sqlite3.Connection) -> list[ChannelRecord]:
+            return [_channel_row(r) for r in conn.execute("SELECT * FROM channels ORDER BY name")]
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    # --- streams ----------------------------------------------------------------------------------
+
+    async def save_streams(self, streams: Iterable[StreamRecord]) -> None:
+        rows = [(s.id, s.channel, s.node_id, s.protocol, s.started_unix_ms, s.ended_unix_ms, s.mode, s.encoder,
+                 json.dumps(list(s.renditions)), s.reason, s.end_reason, int(s.decided_by_controller))
+                for s in streams]
+        if not rows:
+            return
+
+        def fn(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                # seq keeps the first insertion order (newest first = highest seq) across replacements
+                conn.execute(
+                    "INSERT INTO streams (id, seq, channel, node_id, protocol, started_ms, ended_ms, mode, encoder,"
+                    " renditions, reason, end_reason, decided_by_controller)"
+                    " VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM streams), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                    " ?10, ?11, ?12)"
+                    " ON CONFLICT (id) DO UPDATE SET protocol = ?4, started_ms = ?5, ended_ms = ?6, mode = ?7,"
+                    " encoder = ?8, renditions = ?9, reason = ?10, end_reason = ?11, decided_by_controller = ?12",
+                    row)
+            self._streams_since_prune += len(rows)
+            if self._streams_since_prune >= 1000:
+                self._streams_since_prune = 0
+                conn.execute("DELETE FROM streams WHERE ended_ms > 0 AND seq <= (SELECT MAX(seq) FROM streams) - ?",
+                             (MAX_ENDED_STREAMS,))
+        await self._call(fn)
+
+    async def list_streams(self, live_only: bool = True, limit: int = 1000) -> list[StreamRecord]:
+        def fn(conn: sqlite3.Connection) -> list[StreamRecord]:
+            where = "WHERE ended_ms = 0 " if live_only else ""
+            rows = conn.execute(f"SELECT * FROM streams {where}ORDER BY seq DESC LIMIT ?", (limit,))
+            return [_stream_row(r) for r in rows]
         return await self._call(fn)  # type: ignore[no-any-return]
