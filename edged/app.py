@@ -17,7 +17,8 @@ from edged.http.app import HttpFront
 from edged.ingest.auth import StaticAuthorizer, StreamKeyAuthorizer
 from edged.ingest.rtmp_server import RtmpServer
 from edged.media.hub import StreamHub
-from edged.media.transcode.supervisor import PipelineSupervisor
+from edged.media.stream import Stream
+from edged.media.transcode.supervisor import Admission, PipelineSupervisor
 from edged.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,27 @@ class EdgeApp:
         self.hub = StreamHub()
         self.started_at = time.monotonic()
         self.store: SegmentStore | None = None
-        self.authorizer: StreamKeyAuthorizer = StaticAuthorizer(cfg.channels)
         self.rtmp: RtmpServer | None = None
         self.http: HttpFront | None = None
         self.srt: Any = None
         self.supervisor: PipelineSupervisor | None = None
+        # With a controller, it authorizes every publish (and places its ladder): the agent and its
+        # authorizer exist before any listener starts; the agent itself starts last (its Hello carries
+        # the bound ports).
         self.agent: Any = None
+        self.authorizer: StreamKeyAuthorizer
+        if cfg.origin.address:
+            from edged.agent.link import Agent  # gRPC is loaded only with a controller
+
+            self.agent = Agent(cfg, self.node_status)
+            self.authorizer = self.agent.authorizer
+            if cfg.channels:
+                log.warning("the %d configured channel key(s) are not used: with an origin controller it "
+                            "authorizes every publish (create channels with `originctl channel create`)",
+                            len(cfg.channels))
+        else:
+            self.authorizer = StaticAuthorizer(cfg.channels)
+        self._announced: dict[str, tuple[int, Admission]] = {}  # channel → (start ms, admission) told to it
         self._started: list[Component] = []
         self._stop_event = asyncio.Event()
 
@@ -67,7 +83,13 @@ class EdgeApp:
         offline = await asyncio.to_thread(self.store.mark_all_offline)
         if offline:
             log.info("channels left live by a previous run marked offline: %s", ", ".join(offline))
-        self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path)
+        if self.agent is not None:
+            self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path, self._pipeline_report,
+                                                 placement=self.agent.authorizer.placement_for,
+                                                 on_admit=self._admitted)
+            self.hub.add_listener(lambda stream: None, self._stream_ended)
+        else:
+            self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path)
         await self._start(self.supervisor)
         self.http = HttpFront(self.cfg, self.store, self.health)
         await self._start(self.http)
@@ -86,6 +108,7 @@ class EdgeApp:
         host, _ = parse_hostport(self.cfg.http.listen, "http.listen")
         url = self.cfg.node.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http_port}"
         live = tuple(self.hub.live_channels())
+        sup = self.supervisor
         return NodeStatus(
             http_url=url, http_port=http_port, rtmp_port=self.rtmp.port if self.rtmp else 0,
             srt_port=getattr(self.srt, "port", 0) or 0, active_streams=len(live), live_channels=live,
@@ -94,17 +117,45 @@ class EdgeApp:
             egress_bps=self.http.meter.egress_bps() if self.http else 0,
             cache_bytes=self.store.total_bytes() if self.store else 0,
             cache_capacity_bytes=self.cfg.store.max_bytes,
+            transcode_capacity=sup.capacity if sup is not None and sup.transcode_on else 0,
+            transcode_encoder=sup.encoder.kind if sup is not None and sup.transcode_on and sup.encoder else "",
         )
+
+    # --- what the controller hears about streams (with --origin) ---------------------------------------
+
+    def _admitted(self, stream: Stream, admission: Admission) -> None:
+        """The pipeline decided the stream's ladder: tell the controller (the rungs follow the source probe)."""
+        started_ms = int(time.time() * 1000)
+        self._announced[stream.channel] = (started_ms, admission)
+        self._announce(stream.channel, stream.source, started_ms, admission, ("source",))
+
+    def _announce(self, channel: str, protocol: str, started_ms: int, admission: Admission,
+                  renditions: tuple[str, ...]) -> None:
+        sup = self.supervisor
+        encoder = sup.encoder.kind if admission.transcode and sup is not None and sup.encoder else ""
+        self.agent.async_stream_started(channel, protocol, time_unix_ms=started_ms, transcode=admission.transcode,
+                                        encoder=encoder, renditions=renditions, reason=admission.reason,
+                                        by_controller=admission.by_controller)
+
+    def _pipeline_report(self, channel: str, rep: dict[str, Any]) -> None:
+        if rep.get("event") != "ladder" or channel not in self._announced:
+            return
+        stream = self.hub.get(channel)
+        if stream is None:
+            return
+        started_ms, admission = self._announced[channel]
+        self._announce(channel, stream.source, started_ms, admission,
+                       ("source", *(str(r) for r in rep.get("renditions", ()))))
+
+    def _stream_ended(self, stream: Stream) -> None:
+        self._announced.pop(stream.channel, None)
+        self.agent.async_stream_ended(stream.channel, stream.source)
 
     async def _start_control_plane(self) -> None:
         """The origin link (enrollment, reports, commands) and the LAN announcement."""
-        from edged.agent.link import Agent
-
-        agent: Agent | None = None
-        if self.cfg.origin.address:
-            agent = Agent(self.cfg, self.node_status)
+        agent = self.agent
+        if agent is not None:
             await self._start(agent)  # a refused enrollment token raises: edged exits 1 with the reason
-            self.agent = agent
         if self.cfg.node.advertise:
             from edged.agent.discovery import Advertiser
 

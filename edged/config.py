@@ -7,6 +7,7 @@ Units are in the field names or comments: seconds unless the name says otherwise
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -96,7 +97,9 @@ class OriginConfig:
     address: str = ""  # HOST:PORT of the origin controller, "auto" to find it by zeroconf, "" = standalone
     enroll_token: str = ""
     heartbeat_seconds: float = 2.0
-    auth_cache_seconds: float = 30.0  # how long a controller's answer on a stream key is trusted
+    # s: after the link to the controller is lost, publishes are still answered from the key table it
+    # pushed, for this long; then every publish is refused until the link is back (0 = not at all)
+    auth_cache_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class NodeConfig:
     prefixes: tuple[str, ...] = ()  # client CIDRs this appliance serves (ISP-assigned)
     public_url: str = ""  # how viewers reach this node's HTTP front; default derived from http.listen
     advertise: bool = True  # announce _edged._tcp on the LAN
+    viewer_limit: int = 0  # viewers before the controller routes new ones elsewhere; 0 = no limit
+    egress_limit_bps: int = 0  # egress bits/s at which the controller routes new viewers elsewhere; 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,23 @@ def validate(cfg: Config) -> None:
                         ("origin.heartbeat_seconds", cfg.origin.heartbeat_seconds)):
         if value <= 0:
             raise ConfigError(name, "must be positive")
+    if cfg.origin.auth_cache_seconds < 0:
+        raise ConfigError("origin.auth_cache_seconds", "must not be negative")
+    for i, prefix in enumerate(cfg.node.prefixes):
+        try:
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise ConfigError(f"node.prefixes[{i}]", f"not a CIDR prefix: {prefix!r}") from None
+    if cfg.node.latitude is not None and not -90 <= cfg.node.latitude <= 90:
+        raise ConfigError("node.latitude", "expected degrees between -90 and 90")
+    if cfg.node.longitude is not None and not -180 <= cfg.node.longitude <= 180:
+        raise ConfigError("node.longitude", "expected degrees between -180 and 180")
+    if (cfg.node.latitude is None) != (cfg.node.longitude is None):
+        raise ConfigError("node.latitude" if cfg.node.latitude is None else "node.longitude",
+                          "set both node.latitude and node.longitude, or neither")
+    if cfg.node.viewer_limit < 0 or cfg.node.egress_limit_bps < 0:
+        raise ConfigError("node.viewer_limit" if cfg.node.viewer_limit < 0 else "node.egress_limit_bps",
+                          "must not be negative")
     if cfg.srt.pbkeylen not in (0, 16, 24, 32):
         raise ConfigError("srt.pbkeylen", "expected 0, 16, 24 or 32")
     if cfg.srt.passphrase and not 10 <= len(cfg.srt.passphrase) <= 79:

@@ -1,9 +1,10 @@
-"""Agent dataclasses → protobuf messages (the only agent module besides link.py that imports edgenet)."""
+"""Agent dataclasses ↔ protobuf messages (the only agent module besides link.py that imports edgenet)."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from edged.agent.authorizer import Grant, PlacementOrder
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GPU_OK, NO_GPU, NVML_ERROR, GpuReading, GpuState, HostReading
 from edgenet.v1 import common_pb2 as pb
@@ -33,7 +34,8 @@ def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, 
             memory_total_bytes=host.memory_total_bytes, active_streams=status.active_streams,
             viewers=status.viewers, egress_bps=max(0, int(status.egress_bps)), cache_bytes=status.cache_bytes,
             cache_capacity_bytes=status.cache_capacity_bytes, transcodes=status.transcodes,
-            live_channels=list(status.live_channels),
+            live_channels=list(status.live_channels), transcode_capacity=status.transcode_capacity,
+            transcode_encoder=status.transcode_encoder,
         ),
         gpu_status=_GPU_STATUS[gpu.status],
         gpu_error=gpu.error,
@@ -44,13 +46,15 @@ def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, 
 def node_info_to_pb(
     *, name: str, hostname: str, site: str, version: str, latitude: float | None, longitude: float | None,
     prefixes: tuple[str, ...], public_url: str, status: NodeStatus, heartbeat_seconds: float, gpu: GpuState | None,
+    viewer_limit: int = 0, egress_limit_bps: int = 0,
 ) -> pb.NodeInfo:
     m = pb.NodeInfo(
         name=name, hostname=hostname, site=site, version=version, prefixes=list(prefixes), public_url=public_url,
         http_port=status.http_port, rtmp_port=status.rtmp_port, srt_port=status.srt_port,
         heartbeat_seconds=heartbeat_seconds,
         gpu_models=sorted({g.name for g in gpu.gpus}) if gpu else [],
-        driver_version=gpu.driver_version if gpu else "",
+        driver_version=gpu.driver_version if gpu else "", viewer_limit=viewer_limit,
+        egress_limit_bps=egress_limit_bps,
     )
     if latitude is not None:
         m.latitude = latitude
@@ -73,3 +77,38 @@ def goodbye(reason: str) -> edge_pb2.EdgeMessage:
 
 def command_result(command_id: int, ok: bool, detail: str = "") -> edge_pb2.EdgeMessage:
     return edge_pb2.EdgeMessage(command_result=edge_pb2.CommandResult(command_id=command_id, ok=ok, detail=detail))
+
+
+def authorize_request(stream_key: str, protocol: str, remote: str) -> edge_pb2.AuthorizePublishRequest:
+    return edge_pb2.AuthorizePublishRequest(protocol=protocol, stream_key=stream_key, remote_address=remote)
+
+
+_MODES = {edge_pb2.Placement.MODE_TRANSCODE: "transcode", edge_pb2.Placement.MODE_PASSTHROUGH: "passthrough"}
+_MODES_PB = {v: k for k, v in _MODES.items()}
+
+
+def grant_from_pb(m: edge_pb2.AuthorizePublishResponse) -> Grant:
+    order = None
+    if m.allowed and m.HasField("placement") and m.placement.mode in _MODES:
+        p = m.placement
+        order = PlacementOrder(mode=_MODES[p.mode], encoder=p.encoder, reason=p.reason, node_id=p.node_id)
+    return Grant(allowed=m.allowed, channel=m.channel, reason=m.reason, placement=order)
+
+
+def key_entries(m: edge_pb2.KeyTable) -> list[tuple[str, str]]:
+    return [(e.channel, e.key_sha256) for e in m.entries]
+
+
+def stream_started(channel: str, protocol: str, time_unix_ms: int, *, transcode: bool, encoder: str,
+                   renditions: tuple[str, ...], reason: str, by_controller: bool) -> edge_pb2.EdgeMessage:
+    placement = edge_pb2.Placement(mode=_MODES_PB["transcode" if transcode else "passthrough"],
+                                   renditions=list(renditions), encoder=encoder if transcode else "", reason=reason,
+                                   decided_by_controller=by_controller)
+    return edge_pb2.EdgeMessage(stream_event=edge_pb2.StreamEvent(
+        kind=edge_pb2.StreamEvent.KIND_STARTED, channel=channel, protocol=protocol, renditions=list(renditions),
+        time_unix_ms=time_unix_ms, placement=placement))
+
+
+def stream_ended(channel: str, protocol: str, time_unix_ms: int) -> edge_pb2.EdgeMessage:
+    return edge_pb2.EdgeMessage(stream_event=edge_pb2.StreamEvent(
+        kind=edge_pb2.StreamEvent.KIND_ENDED, channel=channel, protocol=protocol, time_unix_ms=time_unix_ms))

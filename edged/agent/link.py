@@ -7,6 +7,12 @@
                    failure: reconnect after an exponential backoff with jitter, with a fresh channel
     Agent.stop()   Goodbye (so the controller marks the node at once), close, release NVML
 
+Over the same link: the controller's key table and revocations feed `agent.authorizer` (a
+ControllerAuthorizer, the edge's StreamKeyAuthorizer when --origin is set), whose AuthorizePublish
+calls go out on the session's channel; stream starts and ends go up as StreamEvents, queued (bounded,
+kept across reconnects) and always written before the next report, so the controller never sees a
+report that contradicts an event it has not received yet.
+
 gRPC errors are mapped here to edged.agent.errors; nothing outside this module and convert.py sees
 edgenet or grpc types.
 """
@@ -20,6 +26,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +34,7 @@ import grpc
 
 import edged
 from edged.agent import convert, enroll
+from edged.agent.authorizer import ControllerAuthorizer, Grant
 from edged.agent.errors import ControllerUnavailable, EnrollmentError
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GpuState, Telemetry, read_host
@@ -42,6 +50,8 @@ BACKOFF_CAP = 30.0  # s: at most this between retries (10,000 edges must not rec
 STABLE_AFTER = 30.0  # s connected before the backoff starts again from BACKOFF_BASE
 DISCOVERY_WAIT = 3.0  # s listening for a controller when --origin auto
 GOODBYE_TIMEOUT = 1.0  # s
+AUTHORIZE_TIMEOUT = 3.0  # s a publisher waits for the controller before the cached key table answers
+EVENT_QUEUE = 256  # stream events kept for the controller while the link is down (oldest dropped)
 
 _PERMANENT = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
               grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
@@ -100,6 +110,10 @@ class Agent:
         self._stopping = False
         self._linked = False  # the current attempt got as far as a Welcome
         self._write_lock = asyncio.Lock()
+        self._stub: Any = None  # EdgeServiceStub of the open session
+        self._events: deque[Any] = deque(maxlen=EVENT_QUEUE)
+        self._flushing: asyncio.Task[None] | None = None
+        self.authorizer = ControllerAuthorizer(cfg.origin.auth_cache_seconds, self.authorize_publish)
 
     @property
     def enabled(self) -> bool:
@@ -152,6 +166,11 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._flushing is not None:
+            self._flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
+            self._flushing = None
         await self.telemetry.close()
 
     # --- enrollment -------------------------------------------------------------------------------
@@ -172,7 +191,8 @@ class Agent:
             name=node.name or socket.gethostname(), hostname=socket.gethostname(),
             site=node.site or (self.identity.site if self.identity else ""), version=edged.__version__,
             latitude=node.latitude, longitude=node.longitude, prefixes=node.prefixes, public_url=public_url,
-            status=status, heartbeat_seconds=self.heartbeat, gpu=gpu,
+            status=status, heartbeat_seconds=self.heartbeat, gpu=gpu, viewer_limit=node.viewer_limit,
+            egress_limit_bps=node.egress_limit_bps,
         )
 
     def _safe_status(self) -> NodeStatus:
@@ -272,6 +292,7 @@ class Agent:
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise ControllerUnavailable("the controller closed the stream before its Welcome")
             self.draining = first.welcome.draining
+            self._stub = edge_pb2_grpc.EdgeServiceStub(channel)
             self.connected = True
             self._linked = True
             log.info("connected to the controller at %s:%d as node %s (state %s)", host, edge_port,
@@ -280,6 +301,8 @@ class Agent:
             try:
                 await self._heartbeats(call, reader)
             finally:
+                self._stub = None
+                self.authorizer.async_link_down()
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
@@ -296,7 +319,7 @@ class Agent:
             seq += 1
             msg = convert.report(convert.report_to_pb(seq, int(time.time() * 1e6), gpu, read_host(),
                                                       self._safe_status()))
-            await self._write(call, msg)
+            await self._write(call, msg, events_first=True)
             next_at += self.heartbeat
             now = loop.time()
             if next_at < now:  # fell behind (suspended, or a slow NVML): skip, never burst
@@ -309,7 +332,13 @@ class Agent:
             msg = await call.read()
             if msg is grpc.aio.EOF:
                 return
-            if msg.HasField("command"):
+            body = msg.WhichOneof("body")
+            if body == "key_table":
+                self.authorizer.async_table(convert.key_entries(msg.key_table), full=msg.key_table.full,
+                                            more=msg.key_table.more)
+            elif body == "key_invalidation":
+                self.authorizer.async_invalidate(msg.key_invalidation.channel)
+            elif msg.HasField("command"):
                 cmd = msg.command
                 if cmd.HasField("set_draining"):
                     self.draining = cmd.set_draining.draining
@@ -318,9 +347,58 @@ class Agent:
                 else:
                     await self._write(call, convert.command_result(cmd.id, False, "unknown command"))
 
-    async def _write(self, call: Any, msg: Any) -> None:
+    async def _write(self, call: Any, msg: Any, *, events_first: bool = False) -> None:
         async with self._write_lock:  # grpc.aio allows one write in flight per call
+            if events_first:
+                await self._write_events(call)
             await call.write(msg)
+
+    async def _write_events(self, call: Any) -> None:
+        """Under the write lock: queued stream events, oldest first (one leaves the queue once written)."""
+        while self._events:
+            await call.write(self._events[0])
+            self._events.popleft()
+
+    # --- publish authorization and stream events (loop-only) ----------------------------------------
+
+    async def authorize_publish(self, stream_key: str, protocol: str, remote: str) -> Grant:
+        """The controller's answer; ControllerUnavailable when it cannot be asked now."""
+        stub = self._stub
+        if stub is None:
+            raise ControllerUnavailable("not connected to the controller")
+        try:
+            resp = await stub.AuthorizePublish(convert.authorize_request(stream_key, protocol, remote),
+                                               timeout=AUTHORIZE_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise ControllerUnavailable(f"AuthorizePublish: {exc.code().name}: {exc.details() or ''}") from None
+        return convert.grant_from_pb(resp)
+
+    def async_stream_started(self, channel: str, protocol: str, *, time_unix_ms: int, transcode: bool, encoder: str,
+                             renditions: tuple[str, ...], reason: str, by_controller: bool) -> None:
+        """A stream started (or, with the same time, an update of it: its renditions once the source is probed)."""
+        self._queue_event(convert.stream_started(channel, protocol, time_unix_ms, transcode=transcode,
+                                                 encoder=encoder, renditions=renditions, reason=reason,
+                                                 by_controller=by_controller))
+
+    def async_stream_ended(self, channel: str, protocol: str) -> None:
+        self._queue_event(convert.stream_ended(channel, protocol, int(time.time() * 1000)))
+
+    def _queue_event(self, msg: Any) -> None:
+        if not self.enabled:
+            return
+        self._events.append(msg)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_events(), name="edged-agent-events")
+
+    async def _flush_events(self) -> None:
+        call = self._call
+        if call is None or not self.connected:
+            return  # sent after the next Welcome, before the first report
+        try:
+            async with self._write_lock:
+                await self._write_events(call)
+        except Exception as exc:  # the stream broke: the link reconnects and sends them then
+            log.debug("stream events not sent yet: %s", exc)
 
 
 def _pem_to_der(pem: bytes) -> bytes:

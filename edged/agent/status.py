@@ -20,3 +20,5 @@ class NodeStatus:
     egress_bps: int = 0  # bits/s sent to viewers over the last few seconds
     cache_bytes: int = 0  # segment store bytes in use
     cache_capacity_bytes: int = 0
+    transcode_capacity: int = 0  # concurrent ladders at most; 0 = transcoding off
+    transcode_encoder: str = ""  # "nvenc", "x264", or "" (off, or still detecting)

@@ -12,6 +12,9 @@ for the detected encoder); a stream that finds the node at capacity is served as
 `transcode.enabled = "auto"` (the default) turns the ladder on where the node can take it, that is
 where NVENC does the encoding; on CPU-only nodes libx264 ladders would compete with ingest and
 serving for the same cores, so there they are opt-in (`--transcode`, `transcode.enabled = true`).
+Under an origin controller (`placement`), the controller's decision for the stream comes first: a
+passthrough placement is obeyed as it is; a transcode placement still needs the local capacity (the
+node's own guard against a decision made on a report a heartbeat old).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from edged import metrics
@@ -43,15 +46,33 @@ STOP_GRACE = 5.0  # s a worker gets to flush its last segment
 PROBE_TIMEOUT = 30.0  # s for the encoder probe (NVML + one NVENC frame)
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether a stream got the ladder, and why."""
+
+    transcode: bool
+    reason: str
+    by_controller: bool = False
+
+
+# channel → (mode "transcode" | "passthrough", reason) decided by the controller, or None
+PlacementSource = Callable[[str], "tuple[str, str] | None"]
+
+
 class PipelineSupervisor:
     """Owns the worker processes; start()/stop() from the app."""
 
     def __init__(self, cfg: Config, hub: StreamHub, store_path: str,
-                 on_report: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_report: Callable[[str, dict[str, Any]], None] | None = None, *,
+                 placement: PlacementSource | None = None,
+                 on_admit: Callable[[Stream, Admission], None] | None = None) -> None:
         self.cfg = cfg
         self.hub = hub
         self.store_path = store_path
         self.on_report = on_report
+        self.placement = placement
+        self.on_admit = on_admit
+        self.admissions: dict[str, Admission] = {}  # the last decision per channel
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self.encoder: EncoderChoice | None = None
@@ -122,20 +143,38 @@ class PipelineSupervisor:
         """Channels whose ABR ladder runs now."""
         return len(self._transcoding)
 
+    def ladder_names(self) -> tuple[str, ...]:
+        """The configured rungs (each stream drops those at or above its source)."""
+        return tuple(r.name for r in self.cfg.transcode.ladder)
+
     async def _admit(self, channel: str) -> bool:
         """Whether this stream gets the ladder; holds one unit of capacity until `_release`."""
         if self._detecting is not None and not self._detecting.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._detecting)
+        order = self.placement(channel) if self.placement is not None else None
+        if order is not None and order[0] != "transcode":
+            log.info("channel=%s passthrough only, as the controller placed it: %s", channel, order[1])
+            self.admissions[channel] = Admission(False, order[1], by_controller=True)
+            return False
         if not self.transcode_on or self.encoder is None:
+            why = self.encoder.reason if self.encoder is not None else "no encoder detected"
+            self.admissions[channel] = Admission(False, f"transcoding is off on this node ({why})")
             return False
         if len(self._transcoding) >= self.capacity:
             tmetrics.REFUSED.inc()
             log.warning("channel=%s transcode refused: node at capacity (%d of %d ladders); serving passthrough only",
                         channel, len(self._transcoding), self.capacity)
+            self.admissions[channel] = Admission(
+                False, f"node at capacity ({len(self._transcoding)} of {self.capacity} ladders)")
             return False
         self._transcoding.add(channel)
         tmetrics.ACTIVE.set(len(self._transcoding))
+        if order is not None:
+            self.admissions[channel] = Admission(True, order[1], by_controller=True)
+        else:
+            self.admissions[channel] = Admission(True, f"{self.encoder.kind}: ladder {len(self._transcoding)} of "
+                                                       f"{self.capacity} on this node")
         return True
 
     def _release(self, channel: str) -> None:
@@ -181,6 +220,11 @@ class PipelineSupervisor:
                 await asyncio.wait_for(asyncio.shield(prev), STOP_GRACE * 2)
         backoff = BACKOFF_INITIAL
         transcode = await self._admit(stream.channel)
+        if self.on_admit is not None and not stream.ended:
+            try:
+                self.on_admit(stream, self.admissions.get(stream.channel, Admission(transcode, "")))
+            except Exception:  # reporting must not stop the pipeline
+                log.exception("channel=%s admission callback failed", stream.channel)
         try:
             while True:
                 ended_cleanly = await self._run_worker(stream, reader, transcode)
