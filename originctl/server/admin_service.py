@@ -62,8 +62,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                  streams: StreamBook | None = None, router: Router | None = None) -> None:
         self.registry = registry
         self.store = store
-        self.channels = channels or ChannelBook(store)
-        self.streams = streams or StreamBook(store)
+        self.channels = channels if channels is not None else ChannelBook(store)
+        self.streams = streams if streams is not None else StreamBook(store)
         self.router = router
         self._expected = f"Bearer {admin_token}".encode()
         self._token_path = token_path

@@ -103,9 +103,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     def __init__(self, registry: Registry, channels: ChannelBook | None = None, streams: StreamBook | None = None,
                  metrics: ControllerMetrics | None = None) -> None:
         self.registry = registry
-        self.channels = channels or ChannelBook(registry.store)
-        self.streams = streams or StreamBook(registry.store)
-        self.metrics = metrics or registry.metrics
+        self.channels = channels if channels is not None else ChannelBook(registry.store)
+        self.streams = streams if streams is not None else StreamBook(registry.store)
+        self.metrics = metrics if metrics is not None else registry.metrics
         self.channels.listeners.append(self._channel_changed)
 
     async def _identify(self, context: grpc.aio.ServicerContext) -> str:

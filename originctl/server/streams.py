@@ -119,7 +119,10 @@ class StreamBook:
         """The edge started a stream (rec.id is ignored when the stream is already known from a report)."""
         saves = []
         old = self.on_node(rec.node_id).get(rec.channel)
-        if old is not None and not old.protocol:  # known from a report only: this event completes it
+        update = old is not None and bool(old.protocol) and old.started_unix_ms == rec.started_unix_ms
+        if old is not None and (update or not old.protocol):
+            # the same session again (its renditions, once the edge probed the source), or one known
+            # only from a report so far: this event completes the record
             self._unindex(old)
             rec = replace(rec, id=old.id)
         elif old is not None:  # the end of the previous session was never heard of
@@ -127,6 +130,9 @@ class StreamBook:
         self._index(rec)
         saves.append(rec)
         self._persist(self.store.save_streams(saves))
+        if update:
+            self._changed()
+            return rec
         what = f"{rec.mode} ({rec.encoder})" if rec.encoder else rec.mode
         self._persist(self.store.add_event(rec.node_id, "stream", f"channel {rec.channel} started over "
                                            f"{rec.protocol or '?'}: {what}: {rec.reason}", self._now_ms()))

@@ -1,0 +1,123 @@
+"""The controller-backed authorizer: the controller's answer first, the pushed key table within its bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from edged.agent.authorizer import ControllerAuthorizer, Grant, PlacementOrder, key_sha256
+from edged.agent.errors import ControllerUnavailable
+from edged.errors import AuthError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Controller:
+    """Answers like the controller would from its channel table; `down` makes it unreachable."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+        self.down = False
+        self.asked = 0
+
+    async def __call__(self, key: str, protocol: str, remote: str) -> Grant:
+        self.asked += 1
+        if self.down:
+            raise ControllerUnavailable("connection refused")
+        channel = self.keys.get(key)
+        if channel is None:
+            return Grant(False, reason="unknown stream key")
+        return Grant(True, channel, placement=PlacementOrder("passthrough", reason="transcoding is off on the node"))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def table(keys: dict[str, str]) -> list[tuple[str, str]]:
+    return [(ch, key_sha256(k)) for k, ch in keys.items()]
+
+
+async def test_controller_answer_wins_and_carries_placement(clock: Clock) -> None:
+    ctl = Controller({"k1": "news"})
+    a = ControllerAuthorizer(5.0, ctl, clock=clock)
+    a.async_table(table({"k1": "news"}), full=True)
+    assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"
+    assert a.placement_for("news") == ("passthrough", "transcoding is off on the node")
+    assert a.placement_for("news") is None  # once: the next stream asks again
+    with pytest.raises(AuthError, match="unknown stream key"):
+        await a.authorize("nope", protocol="rtmp", remote="peer")
+    # the table lags a rotation by a few ms: the controller's refusal is what counts
+    ctl.keys = {"k2": "news"}
+    with pytest.raises(AuthError):
+        await a.authorize("k1", protocol="srt", remote="peer")
+
+
+async def test_lookup_answers_from_the_pushed_table_and_follows_changes(clock: Clock) -> None:
+    a = ControllerAuthorizer(5.0, clock=clock)
+    assert a.lookup("k1") is None  # no table yet
+    a.async_table(table({"k1": "news"}), full=True, more=True)
+    assert a.lookup("k1") is None  # a full table counts once complete
+    a.async_table(table({"k9": "sports"}), full=False, more=False)
+    assert (a.lookup("k1"), a.lookup("k9")) == ("news", "sports")
+    a.async_table(table({"k2": "news"}), full=False)  # rotated
+    assert (a.lookup("k1"), a.lookup("k2")) == (None, "news")
+    a.async_invalidate("sports")  # deleted
+    assert a.lookup("k9") is None
+    a.async_table(table({"k3": "weather"}), full=True)  # a new full table replaces everything
+    assert (a.lookup("k2"), a.lookup("k3")) == (None, "weather")
+
+
+async def test_outage_is_bridged_for_cache_seconds_then_refused(clock: Clock) -> None:
+    ctl = Controller({"k1": "news"})
+    a = ControllerAuthorizer(5.0, ctl, clock=clock)
+    a.async_table(table({"k1": "news"}), full=True)
+    clock.now += 3600  # while the link is up the table never ages
+    assert a.fresh()
+    ctl.down = True
+    a.async_link_down()
+    clock.now += 4.9
+    assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"
+    assert a.placement_for("news") is None  # no order from the controller: the node decides
+    assert a.lookup("k1") == "news"
+    with pytest.raises(AuthError, match="not in the key table"):
+        await a.authorize("other", protocol="rtmp", remote="peer")
+    clock.now += 0.2
+    assert not a.fresh() and a.lookup("k1") is None
+    with pytest.raises(AuthError, match=r"expired \(5 s after the link was lost"):
+        await a.authorize("k1", protocol="rtmp", remote="peer")
+    # the link is back: a fresh table restores service at once
+    ctl.down = False
+    a.async_table(table({"k1": "news"}), full=True)
+    assert a.lookup("k1") == "news"
+    assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"
+
+
+async def test_a_partial_table_is_never_served_and_zero_cache_means_no_bridging(clock: Clock) -> None:
+    ctl = Controller({})
+    ctl.down = True
+    a = ControllerAuthorizer(0.0, ctl, clock=clock)
+    with pytest.raises(AuthError, match="no key table from it yet"):
+        await a.authorize("k1", protocol="rtmp", remote="peer")
+    a.async_table(table({"k1": "news"}), full=True)
+    a.async_link_down()
+    clock.now += 0.001
+    assert a.lookup("k1") is None
+    a.async_table(table({"k1": "news"}), full=True, more=True)  # reconnect interrupted mid-table
+    a.async_link_down()
+    assert a.lookup("k1") is None
+
+
+async def test_a_failing_controller_call_falls_back_to_the_table(clock: Clock) -> None:
+    async def broken(key: str, protocol: str, remote: str) -> Grant:
+        raise RuntimeError("bug")
+
+    a = ControllerAuthorizer(5.0, broken, clock=clock)
+    a.async_table(table({"k1": "news"}), full=True)
+    assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"
