@@ -38,7 +38,10 @@ def fingerprint_pem(pem: bytes) -> str:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(SECRET_BYTES)
+    while True:
+        secret = secrets.token_urlsafe(SECRET_BYTES)
+        if not secret.startswith("-"):  # `--enroll-token -abc...` would read as an option
+            return secret
 
 
 def make_token(secret: str, ca_fingerprint: str) -> str:

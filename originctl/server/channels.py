@@ -34,8 +34,12 @@ def key_sha256(stream_key: str) -> str:
 
 
 def new_stream_key() -> str:
-    # URL-safe base64 only: fits edged's stream key rule (A-Z a-z 0-9 _ . ~ -) and an RTMP URL path
-    return secrets.token_urlsafe(KEY_BYTES)
+    # URL-safe base64 only: fits edged's stream key rule (A-Z a-z 0-9 _ . ~ -) and an RTMP URL path;
+    # never a leading "-", which command lines would take for an option
+    while True:
+        key = secrets.token_urlsafe(KEY_BYTES)
+        if not key.startswith("-"):
+            return key
 
 
 def check_name(name: str) -> str:
