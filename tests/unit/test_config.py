@@ -38,6 +38,10 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
     ('[srt]\npassphrase = "short"\n', "srt.passphrase"),
     ('[store]\nmax_bytes = 10\n', "store.max_bytes"),
     ("[rtmp]\nenabled = 1\n", "rtmp.enabled"),
+    ('[node]\nprefixes = ["10.0.0.0/8", "10.1.2.300/24"]\n', "node.prefixes[1]"),
+    ("[node]\nlatitude = 91\nlongitude = 0\n", "node.latitude"),
+    ("[node]\nlatitude = 48.8\n", "node.longitude"),
+    ("[origin]\nauth_cache_seconds = -1\n", "origin.auth_cache_seconds"),
 ])
 def test_errors_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
     f = tmp_path / "e.toml"

@@ -30,7 +30,9 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("argv", [["nodes", "-o", "yaml"], ["bogus"], [], ["node"], ["token", "create", "--ttl", "soon"],
-                                  ["events", "--limit", "x"]])
+                                  ["events", "--limit", "x"], ["channel"], ["channel", "create"],
+                                  ["route", "news"], ["route", "news", "--client-ip", "1.2.3.4", "--location", "91,0"],
+                                  ["streams", "-o", "yaml"], ["drain", "edge-1", "--wait", "soon"]])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -91,6 +93,9 @@ def test_serve_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "o.toml").write_text('[health]\nrecover_reports = 0\n')
     assert cli.main(["serve", "--config", str(tmp_path / "o.toml")]) == 2
     assert "health.recover_reports" in capsys.readouterr().err
+    (tmp_path / "o.toml").write_text('trusted_proxies = ["127.0.0.1/32", "proxy.example"]\n')
+    assert cli.main(["serve", "--config", str(tmp_path / "o.toml")]) == 2
+    assert "config: trusted_proxies[1]: not an address or CIDR" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("1.5h", 5400),
