@@ -25,8 +25,9 @@ def parse_asc(asc: bytes) -> AacConfig:
     """Object type, sample rate and channel count from an AudioSpecificConfig."""
     if len(asc) < 2:
         raise RemoteProtocolError("AudioSpecificConfig too short")
-    bits = int.from_bytes(asc[:5].ljust(5, b"\x00"), "big")
-    total = 40
+    # the fields read here span at most 5 + 6 + 4 + 24 + 4 = 43 bits (escaped object type, explicit rate)
+    bits = int.from_bytes(asc[:6].ljust(6, b"\x00"), "big")
+    total = 48
     pos = 0
 
     def take(n: int) -> int:
@@ -40,7 +41,7 @@ def parse_asc(asc: bytes) -> AacConfig:
         aot = 32 + take(6)
     idx = take(4)
     if idx == 15:
-        if len(asc) < 5:
+        if len(asc) * 8 < pos + 24 + 4:
             raise RemoteProtocolError("AudioSpecificConfig truncated")
         rate = take(24)
     elif idx < len(SAMPLE_RATES):
