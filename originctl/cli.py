@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", metavar="DIR", help="state directory (default ./var/origin)")
     s.add_argument("--grpc", metavar="HOST:PORT", help="enrollment + admin API (default 0.0.0.0:50051)")
     s.add_argument("--edge-grpc", metavar="HOST:PORT", help="edge streams, mutual TLS (default: grpc port + 1)")
-    s.add_argument("--http", metavar="HOST:PORT", help="/healthz and /metrics (default 0.0.0.0:8081)")
+    s.add_argument("--http", metavar="HOST:PORT", help="/healthz, /metrics, /play (default 0.0.0.0:8081)")
     s.add_argument("--no-advertise", action="store_true", help="do not announce _originctl._tcp on the LAN")
+    s.add_argument("--geoip-database", metavar="FILE", help="MaxMind GeoIP2/GeoLite2 City .mmdb for viewer locations")
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     def output(sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("table", "json")) -> None:
@@ -188,6 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = load_serve(args.config, {"data_dir": args.data_dir, "grpc": args.grpc, "edge_grpc": args.edge_grpc,
                                    "http": args.http, "log_level": args.log_level,
+                                   "geoip_database": args.geoip_database,
                                    "advertise": False if args.no_advertise else None})
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

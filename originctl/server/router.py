@@ -30,7 +30,9 @@ from originctl.server.streams import StreamBook
 log = logging.getLogger("originctl.router")
 
 REBUILD_DELAY = 0.05  # s: a burst of changes (a node turning lost ends all its streams) costs one rebuild
-MIN_REBUILD_INTERVAL = 0.5  # s between rebuilds: a 10,000-node table takes tens of ms on the loop
+# s between rebuilds: for 10,000 nodes a rebuild with unchanged prefixes costs ~80 ms of the loop (bench/routing.py
+# measures the table part), so a fleet where some node changes all the time spends under 10% of it here
+MIN_REBUILD_INTERVAL = 1.0
 LOAD_REFRESH = 5.0  # s: viewers and egress change with every report; they only break ties and apply limits
 MAX_FORWARDED_HOPS = 16  # X-Forwarded-For entries looked at
 
