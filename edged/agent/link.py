@@ -110,6 +110,7 @@ class Agent:
         self._stopping = False
         self._linked = False  # the current attempt got as far as a Welcome
         self._write_lock = asyncio.Lock()
+        self._first_enroll: asyncio.Task[enroll.Identity] | None = None  # outlived Agent.start()
         self._stub: Any = None  # EdgeServiceStub of the open session
         self._events: deque[Any] = deque(maxlen=EVENT_QUEUE)
         self._flushing: asyncio.Task[None] | None = None
@@ -144,11 +145,18 @@ class Agent:
                 raise EnrollmentError("this node is not enrolled with the controller yet: pass --enroll-token TOKEN "
                                       "(create one there with `originctl token create`)")
             enroll.split_token(token)  # a malformed token is a permanent error: say so now
-            try:
-                self.identity = await asyncio.wait_for(self._enroll(), START_ENROLL_TIMEOUT)
-            except (ControllerUnavailable, TimeoutError) as exc:
-                log.warning("controller not reachable (%s); edged keeps serving and enrolls when it is",
-                            exc or "timed out")
+            first = asyncio.create_task(self._enroll(), name="edged-enroll")
+            await asyncio.wait({first}, timeout=START_ENROLL_TIMEOUT)
+            if not first.done():
+                # slow, not refused: never abandon an Enroll in flight (the token may be spent by it)
+                log.warning("the controller is slow to answer; edged keeps serving and finishes enrolling "
+                            "in the background")
+                self._first_enroll = first
+            else:
+                try:
+                    self.identity = first.result()
+                except ControllerUnavailable as exc:
+                    log.warning("controller not reachable (%s); edged keeps serving and enrolls when it is", exc)
         self._task = asyncio.create_task(self._run(), name="edged-agent")
 
     async def stop(self) -> None:
@@ -161,6 +169,8 @@ class Agent:
                 await asyncio.wait_for(call.done_writing(), GOODBYE_TIMEOUT)
             if self._task is not None:
                 await asyncio.wait({self._task}, timeout=GOODBYE_TIMEOUT)
+        if self._first_enroll is not None:
+            self._first_enroll.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -237,7 +247,8 @@ class Agent:
             self._linked = False
             try:
                 if self.identity is None:
-                    self.identity = await self._enroll()
+                    first, self._first_enroll = self._first_enroll, None
+                    self.identity = await (first if first is not None else self._enroll())
                 await self._session(self.identity)
             except EnrollmentError as exc:
                 self.error = exc
