@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+# Tests send traffic only to loopback: every edged/originctl started by a test announces and
+# browses mDNS on 127.0.0.1 alone (the daemons read this; subprocesses inherit it).
+os.environ.setdefault("EDGENET_MDNS_INTERFACES", "127.0.0.1")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
