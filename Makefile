@@ -13,7 +13,9 @@ HLSJS_VERSION := 1.7.4
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[test]'
+	@# the generated gRPC package (edgenet/, made by `make proto`) lives at the repo root: put the root on the path
+	$(BIN)/python -c "import site, sys; open(site.getsitepackages()[0] + '/edged-repo-root.pth', 'w').write(sys.argv[1] + '\n')" "$(CURDIR)"
 	touch $(STAMP)
 
 apt:
