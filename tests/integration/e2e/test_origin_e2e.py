@@ -222,6 +222,12 @@ def test_channels_authorization_and_viewer_routing(procs: Procs, tmp_path: Path)
     logs = "\n".join(p.read_text(errors="replace") for p in procs.logs)
     assert "unknown stream key" in logs
 
+    # drain reports until the node has no streams and no viewers (edge-b's publishers are gone)
+    drain = origin.cli("drain", "edge-b", "--wait", "30s", "--interval", "0.3")
+    assert drain.returncode == 0 and "drained (no streams, no viewers)" in drain.stdout, drain.stderr
+    assert origin.json("node", "show", ids[1])["state"] == "draining"
+    assert origin.cli("uncordon", ids[1]).returncode == 0
+
     # a controller outage: the edges answer from the key table for auth_cache_seconds, then refuse
     backup = origin.cli("channel", "create", "backup").stdout.strip()
     assert procs.signal("originctl", signal.SIGTERM) == 0
