@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,8 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from tests.integration.e2e.test_controller_e2e import Origin, Procs, free_port, wait_until
+from tests.conftest import free_port
+from tests.integration.e2e.test_controller_e2e import Origin, Procs, wait_until
 from tests.integration.procs import ffmpeg_publish
 
 HEARTBEAT = 0.3  # s
@@ -47,10 +49,12 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 class EdgeNode:
     """`edged run --origin` with prefixes and coordinates in its config; passthrough only (--no-transcode)."""
 
-    def __init__(self, procs: Procs, tmp: Path, name: str, prefixes: list[str], loc: tuple[float, float]) -> None:
+    def __init__(self, procs: Procs, tmp: Path, name: str, prefixes: list[str], loc: tuple[float, float],
+                 srt: bool = False) -> None:
         self.procs, self.name = procs, name
         self.data = tmp / name
         self.http, self.rtmp = free_port(), free_port()
+        self.srt = free_port(socket.SOCK_DGRAM) if srt else 0
         self.config = tmp / f"{name}.toml"
         self.config.write_text(
             f"[origin]\nheartbeat_seconds = {HEARTBEAT}\nauth_cache_seconds = {AUTH_CACHE}\n"
@@ -60,7 +64,8 @@ class EdgeNode:
     def start(self, origin: str, token: str) -> None:
         self.procs.start(self.name, [
             sys.executable, "-m", "edged", "run", "--config", str(self.config), "--data-dir", str(self.data),
-            "--rtmp", f"127.0.0.1:{self.rtmp}", "--http", f"127.0.0.1:{self.http}", "--no-srt", "--no-transcode",
+            "--rtmp", f"127.0.0.1:{self.rtmp}", "--http", f"127.0.0.1:{self.http}", "--no-transcode",
+            *(["--srt", f"127.0.0.1:{self.srt}"] if self.srt else ["--no-srt"]),
             "--origin", origin, f"--enroll-token={token}"])
 
     def node_id(self) -> str:
@@ -69,6 +74,9 @@ class EdgeNode:
 
     def rtmp_url(self, key: str) -> str:
         return f"rtmp://127.0.0.1:{self.rtmp}/live/{key}"
+
+    def srt_url(self, key: str) -> str:
+        return f"srt://127.0.0.1:{self.srt}?streamid=%23!::r={key},m=publish"
 
     def playlist(self, channel: str) -> str:
         return f"http://127.0.0.1:{self.http}/live/{channel}/master.m3u8"
@@ -104,14 +112,19 @@ def finish(p: subprocess.Popen[bytes], timeout: float) -> int | None:
         return None
 
 
+def _fmt(url: str) -> str:
+    return "mpegts" if url.startswith("srt:") else "flv"
+
+
 def publish_ok(url: str, seconds: float = 2.0) -> bool:
     """ffmpeg publishes for `seconds` and exits 0 only if the edge accepted the key."""
-    return finish(ffmpeg_publish(url, seconds, size="320x180", rate=15), seconds + 30) == 0
+    return finish(ffmpeg_publish(url, seconds, size="320x180", rate=15, fmt=_fmt(url)), seconds + 30) == 0
 
 
 def refused_within(url: str, within: float) -> bool:
-    """Publishing with a refused key fails at once (the edge answers NetStream.Publish.BadName)."""
-    rc = finish(ffmpeg_publish(url, 20, size="320x180", rate=15), within + 5)
+    """Publishing with a refused key fails at once (RTMP: NetStream.Publish.BadName; SRT: refused in the
+    handshake by the edge's key table)."""
+    rc = finish(ffmpeg_publish(url, 20, size="320x180", rate=15, fmt=_fmt(url)), within + 5)
     return rc is not None and rc != 0
 
 
@@ -133,7 +146,7 @@ def test_channels_authorization_and_viewer_routing(procs: Procs, tmp_path: Path)
     origin.start()
     tokens = origin.cli("token", "create", "--count", "2").stdout.split()
     a = EdgeNode(procs, tmp_path, "edge-a", ["10.1.0.0/16"], PARIS)
-    b = EdgeNode(procs, tmp_path, "edge-b", ["10.2.0.0/16"], BERLIN)
+    b = EdgeNode(procs, tmp_path, "edge-b", ["10.2.0.0/16"], BERLIN, srt=True)
     a.start(origin.address, tokens[0])
     b.start(origin.address, tokens[1])
     ids = wait_until(lambda: a.node_id() and b.node_id() and (a.node_id(), b.node_id()), "enrollment", procs)
@@ -203,10 +216,11 @@ def test_channels_authorization_and_viewer_routing(procs: Procs, tmp_path: Path)
     # rotation: the old key is refused on every edge within the cache bound; the new key publishes
     sports = origin.cli("channel", "create", "sports").stdout.strip()
     assert publish_ok(a.rtmp_url(sports))
+    assert publish_ok(b.srt_url(sports)), procs.dump()  # SRT: the handshake answers from the pushed key table
     rotated = origin.cli("channel", "rotate-key", "sports").stdout.strip()
     assert rotated and rotated != sports
-    for e in (a, b):
-        assert refused_within(e.rtmp_url(sports), AUTH_CACHE), procs.dump()
+    for url in (a.rtmp_url(sports), b.rtmp_url(sports), b.srt_url(sports)):
+        assert refused_within(url, AUTH_CACHE), procs.dump()
     assert publish_ok(b.rtmp_url(rotated))
 
     # deletion: the channel stops (its key publishes nowhere; viewers get 404)
