@@ -1,9 +1,10 @@
 """Viewer routing, the I/O side: keeps a RoutingTable (routing.py) current and answers decisions.
 
-The table is rebuilt when the registry or the stream book says something that matters changed (a state,
-a drain, node info, where a channel is live), coalesced and at most every MIN_REBUILD_INTERVAL, and
-every LOAD_REFRESH for the viewer and egress figures that every report changes; never per request.
-A rebuild with unchanged prefixes and coordinates reuses the table's indexes (routing.py).
+The table holds the nodes where some channel is live (no other node can be chosen). It is rebuilt when
+the registry or the stream book says something that matters changed (a state, a drain, node info,
+where a channel is live), coalesced and at most every MIN_REBUILD_INTERVAL, and every LOAD_REFRESH for
+the viewer and egress figures that every report changes; never per request. A rebuild with unchanged
+prefixes and coordinates reuses the table's indexes, and parsed prefixes are cached (routing.py).
 
 Loop-only: `decide` reads the current table, the channel book and the GeoIP database (an mmap'd
 file: a lookup is a few page reads) and never blocks.
@@ -30,8 +31,8 @@ from originctl.server.streams import StreamBook
 log = logging.getLogger("originctl.router")
 
 REBUILD_DELAY = 0.05  # s: a burst of changes (a node turning lost ends all its streams) costs one rebuild
-# s between rebuilds: for 10,000 nodes a rebuild with unchanged prefixes costs ~80 ms of the loop (bench/routing.py
-# measures the table part), so a fleet where some node changes all the time spends under 10% of it here
+# s between rebuilds: with a channel live on each of 10,000 nodes a rebuild costs tens of ms of the loop
+# (bench/routing.py), so a fleet where something changes all the time spends a few % of it here
 MIN_REBUILD_INTERVAL = 1.0
 LOAD_REFRESH = 5.0  # s: viewers and egress change with every report; they only break ties and apply limits
 MAX_FORWARDED_HOPS = 16  # X-Forwarded-For entries looked at
@@ -116,10 +117,12 @@ class Router:
 
     def rebuild(self) -> RoutingTable:
         started = time.perf_counter()
-        by_node = self.streams.channels_by_node()
         nodes = []
-        for entry in self.registry.nodes.values():
-            n = route_node(entry, by_node.get(entry.id, frozenset()))
+        # only nodes carrying a live channel can ever be chosen: the table's cost follows the live streams,
+        # not the size of the fleet
+        for node_id, channels in self.streams.channels_by_node().items():
+            entry = self.registry.get(node_id)
+            n = route_node(entry, channels) if entry is not None else None
             if n is not None:
                 nodes.append(n)
         self._table = RoutingTable.build(nodes, previous=self._table)

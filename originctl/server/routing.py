@@ -17,6 +17,7 @@ build, so a rebuild whose nodes have the same prefixes and coordinates as the pr
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Iterable
@@ -99,6 +100,18 @@ def _cell(lat: float, lon: float) -> tuple[int, int]:
     return int(math.floor((lat + 90) / GRID_DEGREES)), int(math.floor((lon + 180) / GRID_DEGREES)) % int(360 / GRID_DEGREES)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _parse_prefix(prefix: str) -> tuple[int, int, int, str] | None:
+    """(ip version, prefix length, network bits as an int, canonical text); cached: tables are rebuilt often
+    from the same prefixes, and parsing is most of a build's cost."""
+    try:
+        net = ipaddress.ip_network(prefix, strict=False)
+    except ValueError:
+        return None
+    value = int(net.network_address) >> (net.max_prefixlen - net.prefixlen) if net.prefixlen else 0
+    return net.version, net.prefixlen, value, str(net)
+
+
 def _rank(n: RouteNode) -> tuple[int, float, str]:
     return (0 if n.state == "healthy" else 1, n.load, n.id)
 
@@ -143,15 +156,12 @@ class RoutingTable:
     def _index_geometry(self) -> None:
         for n in sorted(self.nodes.values(), key=lambda n: n.id):
             for p in n.prefixes:
-                try:
-                    net = ipaddress.ip_network(p, strict=False)
-                except ValueError:
+                parsed = _parse_prefix(p)
+                if parsed is None:
                     continue  # validated at registration; a bad one never matches
-                bits = net.max_prefixlen
-                key = (net.version, net.prefixlen)
-                value = int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0
-                self._prefix.setdefault(key, {}).setdefault(value, []).append(n.id)
-                self._networks[(net.version, net.prefixlen, value)] = str(net)
+                version, plen, value, text = parsed
+                self._prefix.setdefault((version, plen), {}).setdefault(value, []).append(n.id)
+                self._networks[(version, plen, value)] = text
             if n.latitude is not None and n.longitude is not None:
                 self._grid.setdefault(_cell(n.latitude, n.longitude), []).append(n.id)
         for version in (4, 6):
