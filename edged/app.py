@@ -91,13 +91,14 @@ class EdgeApp:
         else:
             self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path)
         await self._start(self.supervisor)
-        self.http = HttpFront(self.cfg, self.store, self.health)
-        await self._start(self.http)
         if self.cfg.rtmp.enabled:
             self.rtmp = RtmpServer(self.cfg.rtmp, self.hub, self.authorizer)
             await self._start(self.rtmp)
         if self.cfg.srt.enabled:
             await self._start_srt()
+        # HTTP last of the listeners: once /healthz answers, it reports every ingest port
+        self.http = HttpFront(self.cfg, self.store, self.health)
+        await self._start(self.http)
         await self._start_control_plane()
         sdnotify.notify(f"READY=1\nSTATUS=serving; rtmp={self.rtmp.port if self.rtmp else '-'}")
         log.info("edged %s ready (data dir %s)", __version__, data)
