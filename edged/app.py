@@ -52,6 +52,8 @@ class EdgeApp:
 
             self.agent = Agent(cfg, self.node_status)
             self.authorizer = self.agent.authorizer
+            self.agent.authorizer.on_revoked = lambda channel: self.hub.async_kick(
+                channel, "its stream key was rotated or revoked by the controller")
             if cfg.channels:
                 log.warning("the %d configured channel key(s) are not used: with an origin controller it "
                             "authorizes every publish (create channels with `originctl channel create`)",

@@ -85,6 +85,8 @@ class ControllerAuthorizer:
         self._link_up = False
         self._down_since: float | None = None  # monotonic; None: never had a table
         self._placements: dict[str, tuple[PlacementOrder, float]] = {}
+        # Called with a channel whose key was rotated or revoked: its live publisher is disconnected.
+        self.on_revoked: Callable[[str], None] | None = None
 
     # --- the key table (from the controller's stream) ------------------------------------------------
 
@@ -105,12 +107,16 @@ class ControllerAuthorizer:
             if more:
                 return
             staged, self._staging = self._staging, None
+            revoked = [c for c, d in self._digest_of.items() if staged.get(c) != d]
             self._digest_of = staged
             self._by_digest = {d: c for c, d in staged.items()}  # swapped whole: lookup() may run in a thread
             self._link_up = True
             self._down_since = None
             KEY_TABLE.set(len(staged))
             log.info("key table from the controller: %d channel(s)", len(staged))
+            if self.on_revoked is not None:
+                for channel in revoked:
+                    self.on_revoked(channel)
             return
         for channel, digest in entries:
             old = self._digest_of.get(channel)
@@ -119,6 +125,8 @@ class ControllerAuthorizer:
             if old is not None and old != digest:
                 self._by_digest.pop(old, None)
                 log.info("channel=%s stream key rotated by the controller", channel)
+                if self.on_revoked is not None:
+                    self.on_revoked(channel)
         KEY_TABLE.set(len(self._digest_of))
 
     def async_invalidate(self, channel: str) -> None:
@@ -129,6 +137,8 @@ class ControllerAuthorizer:
         self._placements.pop(channel, None)
         KEY_TABLE.set(len(self._digest_of))
         log.info("channel=%s stream key revoked by the controller", channel)
+        if self.on_revoked is not None:
+            self.on_revoked(channel)
 
     def async_link_down(self) -> None:
         """The stream to the controller ended: the table ages from now."""

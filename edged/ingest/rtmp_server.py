@@ -49,6 +49,7 @@ class RtmpConnection:
         self._warned: set[str] = set()
         self.channel = "-"
         self.published = False  # after the first publish the idle timeout applies, not the handshake one
+        self.kicked = ""  # why the app ended this publisher, if it did
 
     async def run(self) -> None:
         reason, metric = "peer closed the connection", ""
@@ -69,6 +70,8 @@ class RtmpConnection:
             self.writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writer.wait_closed(), 2)
+        if self.kicked:
+            reason, metric = f"disconnected: {self.kicked}", "revoked"
         if metric:
             metrics.RTMP_REJECTED.labels(reason=metric).inc()
             log.warning("rtmp conn=%s channel=%s closed: %s", self.remote, self.channel, reason)
@@ -146,6 +149,11 @@ class RtmpConnection:
             return False
         return True
 
+    def _kick(self, reason: str) -> None:
+        """The app ends this publisher (loop thread): the read loop sees the socket close."""
+        self.kicked = reason
+        self.writer.transport.abort()
+
     async def _on_publish(self, event: ev.PublishRequested) -> bool:
         if self.stream is not None:
             self.session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already publishing")
@@ -168,6 +176,7 @@ class RtmpConnection:
                         self.remote, channel)
             return False
         self.stream_id = event.stream_id
+        self.stream.on_kick = self._kick
         self.published = True
         self.session.accept_publish(event.stream_id)
         log.info("rtmp conn=%s channel=%s publishing", self.remote, channel)

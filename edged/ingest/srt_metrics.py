@@ -37,6 +37,7 @@ REASONS = (
     "encryption",  # passphrase missing, unexpected or wrong (seen in libsrt's log)
     "idle",  # publisher sent nothing for idle_timeout
     "no_media",  # bytes but no decodable media
+    "revoked",  # the controller rotated or revoked the channel's key while it was live
     "overflow",  # the demuxer fell behind by more than its buffer
     "demux",  # the MPEG-TS could not be demuxed
 )

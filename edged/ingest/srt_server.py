@@ -71,6 +71,7 @@ class _Conn:
     last_media: float = 0.0  # loop: monotonic time of the last packet published
     demux_done: asyncio.Event = field(default_factory=asyncio.Event)
     demux_reason: str | None = None
+    kicked: str = ""  # loop: the app ended this publisher (e.g. its key was revoked)
 
 
 class SrtServer:
@@ -392,6 +393,7 @@ class SrtServer:
         conn.stream = stream
         conn.publishing = True
         conn.last_media = time.monotonic()
+        stream.on_kick = lambda why: setattr(conn, "kicked", why)  # the idle check below acts on it
 
         def deliver(packets: list[MediaPacket]) -> None:  # demux thread
             with contextlib.suppress(RuntimeError):
@@ -413,7 +415,9 @@ class SrtServer:
                 if conn.demux_done.is_set():
                     break
                 now = time.monotonic()
-                if now - conn.last_recv > idle:
+                if conn.kicked:
+                    reason = "revoked"
+                elif now - conn.last_recv > idle:
                     reason = "idle"
                 elif now - conn.last_media > max(NO_MEDIA_TIMEOUT, idle):
                     reason = "no_media"

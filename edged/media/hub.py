@@ -58,6 +58,14 @@ class StreamHub:
         for cb in self._on_end:
             cb(stream)
 
+    def async_kick(self, channel: str, reason: str) -> bool:
+        """End the live publisher of `channel` (its connection closes with `reason`)."""
+        stream = self._streams.get(channel)
+        if stream is None:
+            return False
+        log.warning("channel=%s disconnecting the publisher: %s", channel, reason)
+        return stream.kick(reason)
+
     @contextlib.asynccontextmanager
     async def claim_publisher(self, channel: str, source: str) -> AsyncIterator[Stream]:
         """Claim `channel` for one publisher; released on every exit path. Raises PublisherBusy."""

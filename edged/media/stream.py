@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from edged import metrics
 from edged.media.packet import CodecConfig, MediaPacket
@@ -102,6 +103,8 @@ class Stream:
         self.started = time.monotonic()
         self.bytes_in = 0
         self._readers: list[Reader] = []
+        # Set by the ingest connection that publishes: ends that connection (e.g. key revoked).
+        self.on_kick: Callable[[str], None] | None = None
 
     def add_reader(self, name: str, maxsize: int = DEFAULT_READER_QUEUE) -> Reader:
         reader = Reader(self, name, maxsize)
@@ -129,6 +132,13 @@ class Stream:
     def set_audio_only(self) -> None:
         """The publisher declared no video track: readers need not wait for a video keyframe."""
         self.has_video = False
+
+    def kick(self, reason: str) -> bool:
+        """Ask the publisher's connection to end; False if no connection is attached."""
+        if self.on_kick is None or self.ended:
+            return False
+        self.on_kick(reason)
+        return True
 
     def end(self) -> None:
         self.ended = True

@@ -223,8 +223,18 @@ def test_channels_authorization_and_viewer_routing(procs: Procs, tmp_path: Path)
         assert refused_within(url, AUTH_CACHE), procs.dump()
     assert publish_ok(b.rtmp_url(rotated))
 
-    # deletion: the channel stops (its key publishes nowhere; viewers get 404)
-    assert origin.cli("channel", "delete", "sports").returncode == 0
+    # deletion: the channel stops (its live publisher is disconnected, its key publishes nowhere, viewers 404)
+    live = ffmpeg_publish(a.rtmp_url(rotated), 60, size="320x180", rate=15)
+    try:
+        wait_until(lambda: any(s["channel"] == "sports" for s in origin.json("streams")), "sports live on edge-a",
+                   procs)
+        assert origin.cli("channel", "delete", "sports").returncode == 0
+        rc = finish(live, 20)
+    finally:
+        if live.poll() is None:
+            live.kill()
+            finish(live, 5)
+    assert rc not in (None, 0), "the live publisher was disconnected well before its 60 s"
     for e in (a, b):
         assert refused_within(e.rtmp_url(rotated), AUTH_CACHE), procs.dump()
     status, _, body = play(origin, "sports", "10.1.2.3")
@@ -235,6 +245,7 @@ def test_channels_authorization_and_viewer_routing(procs: Procs, tmp_path: Path)
     assert any(s["channel"] == "sports" and s["ended_unix_ms"] for s in ended)
     logs = "\n".join(p.read_text(errors="replace") for p in procs.logs)
     assert "unknown stream key" in logs
+    assert "channel=sports disconnecting the publisher: its stream key was rotated or revoked" in logs
 
     # drain reports until the node has no streams and no viewers (edge-b's publishers are gone)
     drain = origin.cli("drain", "edge-b", "--wait", "30s", "--interval", "0.3")
