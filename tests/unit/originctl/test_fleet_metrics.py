@@ -47,3 +47,14 @@ def test_same_series_as_the_collector() -> None:
     assert ("DCGM_FI_DEV_XID_ERRORS", (("Hostname", 'edge "2"\\x'), ("UUID", "GPU-1f8e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"),
                                         ("gpu", "0"), ("modelName", "NVIDIA A100-SXM4-40GB"), ("node", "nd-2")),
             31.0) in ours
+
+
+def test_controller_render_uses_the_writer_once() -> None:
+    from originctl.metrics import ControllerMetrics
+
+    text = ControllerMetrics().render(fleet(), {"originctl_extra": ("an extra gauge", 3.0)}).decode()
+    names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(names) == len(set(names)), "every family once"
+    got = samples(text)
+    assert samples(fleet_exposition(fleet()).decode()) <= got
+    assert ("originctl_extra", (), 3.0) in got
