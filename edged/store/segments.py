@@ -131,7 +131,7 @@ class SegmentStore:
                     evicted += 1
                     if not cur.set_range(k):
                         break
-            evicted += self._evict_by_size(txn, total)
+            evicted += self._evict(txn, total, max_bytes=self.max_bytes)
         return evicted
 
     def _delete(self, txn: lmdb.Transaction, seg_key: bytes) -> int:
@@ -145,10 +145,13 @@ class SegmentStore:
         txn.delete(seg_key, db=self._db["meta"])
         return size
 
-    def _evict_by_size(self, txn: lmdb.Transaction, total: int) -> int:
+    def _evict(self, txn: lmdb.Transaction, total: int, *, max_bytes: int | None = None,
+               count: int | None = None) -> int:
+        """Evict oldest-first while `total` exceeds `max_bytes` (or until `count` are gone); store the new
+        total. Returns the number evicted."""
         evicted = 0
         cur = txn.cursor(db=self._db["age"])
-        while total > self.max_bytes and cur.first():
+        while (max_bytes is None or total > max_bytes) and (count is None or evicted < count) and cur.first():
             seg_key = keys.seg_key_of_age_key(bytes(cur.key()))
             cur.delete()
             if txn.get(seg_key, db=self._db["segments"]) is not None:
@@ -159,16 +162,7 @@ class SegmentStore:
 
     def _evict_oldest(self, n: int) -> None:
         with self.env.begin(write=True) as txn:
-            total = int(txn.get(_BYTES_KEY, b"0", db=self._db["stats"]))
-            cur = txn.cursor(db=self._db["age"])
-            done = 0
-            while done < n and cur.first():
-                seg_key = keys.seg_key_of_age_key(bytes(cur.key()))
-                cur.delete()
-                if txn.get(seg_key, db=self._db["segments"]) is not None:
-                    total -= self._delete(txn, seg_key)
-                    done += 1
-            txn.put(_BYTES_KEY, str(max(total, 0)).encode(), db=self._db["stats"])
+            self._evict(txn, int(txn.get(_BYTES_KEY, b"0", db=self._db["stats"])), count=n)
 
     def update_channel(self, channel: str, **fields: Any) -> dict[str, Any]:
         """Merge `fields` into the channel's info record."""
