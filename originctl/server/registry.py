@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +21,7 @@ from originctl.metrics import ControllerMetrics
 from originctl.model import Node, NodeInfo, NodeRecord, NodeState, Report
 from originctl.server import health
 from originctl.server.store import Store
+from originctl.server.writes import PendingWrites
 
 log = logging.getLogger("originctl.registry")
 
@@ -85,7 +86,7 @@ class Registry:
         self._clock = clock
         self._wall = wall
         self.nodes: dict[str, NodeEntry] = {}
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._writes = PendingWrites()
         self._sweeper: asyncio.Task[None] | None = None
         self.listeners: list[NodeListener] = []
 
@@ -123,18 +124,7 @@ class Registry:
 
     async def drain(self) -> None:
         """Wait until every background store write issued so far has finished."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
-
-    def _persist(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._persisted)
-
-    def _persisted(self, task: asyncio.Task[Any]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("store write failed: %s", task.exception())
+        await self._writes.drain()
 
     # --- lookups ----------------------------------------------------------------------------------
 
@@ -179,7 +169,7 @@ class Registry:
         reason = new.state_reason
         self.metrics.transitions.labels(new.state.value).inc()
         log.info("node %s (%s): %s -> %s: %s", entry.id, entry.info.name, old_state.value, new.state.value, reason)
-        self._persist(self.store.record_transition(entry.id, old_state, new.state, reason, at))
+        self._writes.spawn(self.store.record_transition(entry.id, old_state, new.state, reason, at))
         self._notify(entry, old_state)
 
     def async_add(self, record: NodeRecord) -> NodeEntry:
@@ -197,10 +187,10 @@ class Registry:
         entry.last_report_mono = self._clock()  # the silence clock restarts with a connection
         if info != entry.record.info:
             entry.record = replace(entry.record, info=info)
-            self._persist(self.store.update_node_info(node_id, info))
+            self._writes.spawn(self.store.update_node_info(node_id, info))
             self._notify(entry, None)
         self.metrics.connections.inc()
-        self._persist(self.store.add_event(node_id, "connected", f"from {session.peer}", self._now_ms()))
+        self._writes.spawn(self.store.add_event(node_id, "connected", f"from {session.peer}", self._now_ms()))
         return entry
 
     def async_detach(self, node_id: str, session: Session) -> None:
@@ -208,7 +198,7 @@ class Registry:
         if entry is None or entry.session is not session:
             return
         entry.session = None
-        self._persist(self.store.add_event(node_id, "disconnected", f"stream from {session.peer} ended",
+        self._writes.spawn(self.store.add_event(node_id, "disconnected", f"stream from {session.peer} ended",
                                            self._now_ms()))
 
     def async_report(self, node_id: str, report: Report) -> None:
@@ -234,7 +224,7 @@ class Registry:
     def async_set_draining(self, node_id: str, draining: bool) -> NodeEntry:
         entry = self.find(node_id)
         if entry.health.draining != draining:
-            self._persist(self.store.set_draining(entry.id, draining))
+            self._writes.spawn(self.store.set_draining(entry.id, draining))
             state = entry.health.state
             self._apply(entry, health.set_draining(entry.health, draining))
             if entry.health.state is state:  # e.g. a lost node: no transition, but routing must know
@@ -257,7 +247,7 @@ class Registry:
         for e in self.nodes.values():
             e.touched = False
         if dirty:
-            self._persist(self.store.touch_nodes(dirty))
+            self._writes.spawn(self.store.touch_nodes(dirty))
 
     async def _sweep_loop(self) -> None:
         next_touch = self._clock() + TOUCH_INTERVAL

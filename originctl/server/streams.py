@@ -12,17 +12,16 @@ Changes are persisted in the background, in order (as the registry does); `drain
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from originctl.model import NodeState, Report, StreamRecord
 from originctl.server.registry import NodeEntry
 from originctl.server.store import Store
+from originctl.server.writes import PendingWrites
 
 log = logging.getLogger("originctl.streams")
 
@@ -43,7 +42,7 @@ class StreamBook:
         self._wall = wall
         self._by_node: dict[str, dict[str, StreamRecord]] = {}
         self._carriers: dict[str, set[str]] = {}  # channel -> node ids
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._writes = PendingWrites()
         self.listeners: list[ChangeListener] = []
 
     def _now_ms(self) -> int:
@@ -55,18 +54,7 @@ class StreamBook:
             self._index(rec)
 
     async def drain(self) -> None:
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
-
-    def _persist(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._persisted)
-
-    def _persisted(self, task: asyncio.Task[Any]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("store write failed: %s", task.exception())
+        await self._writes.drain()
 
     def _changed(self) -> None:
         for cb in self.listeners:
@@ -129,12 +117,12 @@ class StreamBook:
             saves.append(self._end(old, rec.started_unix_ms, "replaced by a new publish on the same node"))
         self._index(rec)
         saves.append(rec)
-        self._persist(self.store.save_streams(saves))
+        self._writes.spawn(self.store.save_streams(saves))
         if update:
             self._changed()
             return rec
         what = f"{rec.mode} ({rec.encoder})" if rec.encoder else rec.mode
-        self._persist(self.store.add_event(rec.node_id, "stream", f"channel {rec.channel} started over "
+        self._writes.spawn(self.store.add_event(rec.node_id, "stream", f"channel {rec.channel} started over "
                                            f"{rec.protocol or '?'}: {what}: {rec.reason}", self._now_ms()))
         log.info("node %s: channel=%s started over %s: %s: %s", rec.node_id, rec.channel, rec.protocol, what,
                  rec.reason)
@@ -145,8 +133,8 @@ class StreamBook:
         old = self.on_node(node_id).get(channel)
         if old is None:
             return
-        self._persist(self.store.save_streams([self._end(old, at_ms, reason)]))
-        self._persist(self.store.add_event(node_id, "stream", f"channel {channel} ended: {reason}", self._now_ms()))
+        self._writes.spawn(self.store.save_streams([self._end(old, at_ms, reason)]))
+        self._writes.spawn(self.store.add_event(node_id, "stream", f"channel {channel} ended: {reason}", self._now_ms()))
         self._changed()
 
     def async_node_changed(self, entry: NodeEntry, previous: NodeState | None) -> None:
@@ -159,7 +147,7 @@ class StreamBook:
         if not recs:
             return
         now = self._now_ms()
-        self._persist(self.store.save_streams([self._end(r, now, f"node lost: {reason}") for r in recs]))
+        self._writes.spawn(self.store.save_streams([self._end(r, now, f"node lost: {reason}") for r in recs]))
         self._changed()
 
     def async_report(self, node_id: str, report: Report) -> None:
@@ -184,5 +172,5 @@ class StreamBook:
             self._index(rec)
             saves.append(rec)
         if saves:
-            self._persist(self.store.save_streams(saves))
+            self._writes.spawn(self.store.save_streams(saves))
             self._changed()
