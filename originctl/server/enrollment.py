@@ -140,11 +140,17 @@ class CertificateAuthority:
                 sans.append(x509.IPAddress(ipaddress.ip_address(name)))
             except ValueError:
                 sans.append(x509.DNSName(name))
-        cert = (
-            self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, trust.CONTROLLER_TLS_NAME)]),
-                          key.public_key(), SERVER_CERT_VALID_DAYS)
+        cert = self._sign_leaf(trust.CONTROLLER_TLS_NAME, key.public_key(), SERVER_CERT_VALID_DAYS, sans,
+                               ExtendedKeyUsageOID.SERVER_AUTH)
+        return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem
+
+    def _sign_leaf(self, common_name: str, public_key: object, days: int, sans: list[x509.GeneralName],
+                   usage: x509.ObjectIdentifier) -> x509.Certificate:
+        """An end-entity certificate signed by the CA: signature-only key usage, one extended usage."""
+        return (
+            self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), public_key, days)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
                 x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                               data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -153,7 +159,6 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem
 
     def sign_node_csr(self, csr_pem: bytes, node_id: str) -> IssuedCert:
         """Check the CSR and sign a client certificate for `node_id`; the CSR's subject is ignored."""
@@ -174,19 +179,8 @@ class CertificateAuthority:
                 raise EnrollmentRefused("EC keys must be on P-256 or P-384")
         elif not isinstance(pub, ed25519.Ed25519PublicKey):
             raise EnrollmentRefused("the CSR's key must be EC P-256/P-384, RSA or Ed25519")
-        cert = (
-            self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]), pub,
-                          NODE_CERT_VALID_DAYS)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(
-                x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                              data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                              crl_sign=False, encipher_only=False, decipher_only=False),
-                critical=True,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
+        cert = self._sign_leaf(node_id, pub, NODE_CERT_VALID_DAYS, [x509.DNSName(node_id)],
+                               ExtendedKeyUsageOID.CLIENT_AUTH)
         return IssuedCert(
             cert_pem=cert.public_bytes(serialization.Encoding.PEM),
             serial_hex=format(cert.serial_number, "x"),
