@@ -17,7 +17,8 @@ from edged.store.segments import SegmentStore
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_ROUTE_NAMES = {"master": "master", "media": "media", "segment": "segment"}
+_VIEWER_ROUTES = frozenset({"master", "media", "segment"})  # handler names, also the metric's route label
+_OPS_ROUTES = frozenset({"healthz", "metrics_view"})
 METER = web.AppKey("meter", ViewerMeter)
 CORS_ORIGIN = web.AppKey("cors_origin", str)
 
@@ -38,13 +39,13 @@ async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.Strea
     resp.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range"
     route = getattr(request.match_info.route, "handler", None)
     name = getattr(route, "__name__", "other")
-    if name in _ROUTE_NAMES and resp.status < 400:
+    if name in _VIEWER_ROUTES and resp.status < 400:
         body = getattr(resp, "body", None)
-        request.app[METER].async_record(request.remote, len(body) if isinstance(body, bytes | bytearray) else 0)
-    metrics.HTTP_REQUESTS.labels(route=_ROUTE_NAMES.get(name, name if name in ("healthz", "metrics_view") else "other"),
-                                 code=f"{resp.status // 100}xx").inc()
-    if isinstance(resp, web.HTTPException) and resp.status >= 400:
-        return resp
+        nbytes = len(body) if isinstance(body, bytes | bytearray) else 0
+        metrics.HTTP_BYTES.labels(route=name).inc(nbytes)
+        request.app[METER].async_record(request.remote, nbytes)
+    label = name if name in _VIEWER_ROUTES or name in _OPS_ROUTES else "other"
+    metrics.HTTP_REQUESTS.labels(route=label, code=f"{resp.status // 100}xx").inc()
     return resp
 
 

@@ -6,7 +6,6 @@ import re
 
 from aiohttp import web
 
-from edged import metrics
 from edged.config import Config
 from edged.protocols import hls
 from edged.store.segments import SegmentStore
@@ -48,7 +47,7 @@ class HlsHandlers:
             )
             for r in info["renditions"]
         ]
-        return self._playlist("master", hls.render_master_playlist(variants))
+        return self._playlist(hls.render_master_playlist(variants))
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         channel = request.match_info["channel"]
@@ -70,12 +69,10 @@ class HlsHandlers:
         ]
         text = hls.render_media_playlist(segments, min_target=self.cfg.hls.segment_seconds,
                                          ended=not info.get("live", False))
-        return self._playlist("media", text)
+        return self._playlist(text)
 
-    def _playlist(self, route: str, text: str) -> web.Response:
-        body = text.encode()
-        metrics.HTTP_BYTES.labels(route=route).inc(len(body))
-        return web.Response(body=body, content_type=hls.PLAYLIST_CONTENT_TYPE,
+    def _playlist(self, text: str) -> web.Response:
+        return web.Response(body=text.encode(), content_type=hls.PLAYLIST_CONTENT_TYPE,
                             headers={"Cache-Control": PLAYLIST_CACHE})
 
     async def segment(self, request: web.Request) -> web.StreamResponse:
@@ -87,6 +84,5 @@ class HlsHandlers:
         payload = self.store.read(channel, rendition, seq)
         if payload is None:
             raise _not_found("segment")
-        metrics.HTTP_BYTES.labels(route="segment").inc(len(payload))
         return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE,
                             headers={"Cache-Control": SEGMENT_CACHE})

@@ -52,7 +52,6 @@ class WorkerSpec:
     max_segment_seconds: float
     keep_segments: int  # per rendition: playlist window + retention
     session: int  # publisher session number, for the channel record
-    restart: bool = False  # a restarted worker marks a discontinuity
     # Transcoding (added with the ABR ladder; absent = passthrough only):
     ladder: tuple[dict[str, Any], ...] = ()  # config Rungs as dicts; the worker picks those that fit
     encoder: str = ""  # "h264_nvenc" or "libx264"; "" = passthrough only
