@@ -29,14 +29,18 @@ def need(tool: str) -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def sample_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """6 s of 640x360 30 fps H.264 (GOP 1 s) + 48 kHz AAC in FLV, made by Debian's ffmpeg."""
-    out = tmp_path_factory.mktemp("media") / "sample.flv"
+def make_media(out: Path, *, size: str, rate: int, seconds: int, fmt: str) -> Path:
+    """A test pattern with a tone (H.264, GOP 1 s, + 48 kHz AAC) made by Debian's ffmpeg."""
     subprocess.run(
-        [need("ffmpeg"), "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "6", "-c:v", "libx264",
-         "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", str(out)],
+        [need("ffmpeg"), "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", str(rate), "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", fmt, str(out)],
         check=True, timeout=60,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s of 640x360 30 fps H.264 (GOP 1 s) + 48 kHz AAC in FLV."""
+    return make_media(tmp_path_factory.mktemp("media") / "sample.flv", size="640x360", rate=30, seconds=6, fmt="flv")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,20 +12,13 @@ import pytest
 from edged.ingest.ts_demux import BytePipe, TsDemuxer, TsNormalizer
 from edged.media.packet import MPEGTS_TIME_BASE, MediaPacket
 from edged.protocols import h264
-from tests.conftest import need
+from tests.conftest import make_media
 
 
 @pytest.fixture(scope="module")
 def sample_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 s of 320x240 25 fps H.264 (GOP 1 s) + 48 kHz AAC in MPEG-TS, several AAC frames per PES."""
-    out = tmp_path_factory.mktemp("ts") / "sample.ts"
-    subprocess.run(
-        [need("ffmpeg"), "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", "-c:v", "libx264",
-         "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", str(out)],
-        check=True, timeout=60,
-    )
-    return out
+    return make_media(tmp_path_factory.mktemp("ts") / "sample.ts", size="320x240", rate=25, seconds=3, fmt="mpegts")
 
 
 def demux_all(data: bytes, chunk: int = 1316, pace: float = 0.0) -> tuple[list[MediaPacket], TsDemuxer, str | None]:
