@@ -54,7 +54,8 @@ def read_packets(path: str, max_seconds: float = MAX_SECONDS) -> tuple[list[Medi
         vcodec = vs.codec_context.name
         if vcodec not in ("h264", "hevc"):
             raise ValueError(f"{path}: video is {vcodec}; the transcoder takes H.264 or HEVC (what ingest accepts)")
-        avcc = bool(vs.codec_context.extradata) and vs.codec_context.extradata[0] == 1
+        vextra = vs.codec_context.extradata or b""
+        avcc = vextra[:1] == b"\x01"
         bsf = av.BitStreamFilterContext(f"{vcodec}_mp4toannexb", vs) if avcc else None
         aus = inp.streams.audio[0] if inp.streams.audio else None
         streams = [vs] + ([aus] if aus is not None else [])
@@ -66,7 +67,7 @@ def read_packets(path: str, max_seconds: float = MAX_SECONDS) -> tuple[list[Medi
             if raw_aac or a.name != "aac":
                 from edged.protocols.aac import parse_asc
 
-                cs = parse_asc(bytes(a.extradata)).codec_string if raw_aac else ""
+                cs = parse_asc(bytes(a.extradata or b"")).codec_string if raw_aac else ""
                 aconfig = CodecConfig(kind="audio", codec=a.name, codec_string=cs,
                                       extradata=bytes(a.extradata or b""), sample_rate=a.sample_rate,
                                       channels=a.channels)
@@ -76,6 +77,8 @@ def read_packets(path: str, max_seconds: float = MAX_SECONDS) -> tuple[list[Medi
                 continue
             if pkt.stream is vs:
                 for p in (bsf.filter(pkt) if bsf is not None else [pkt]):
+                    if p.dts is None:
+                        continue
                     data = bytes(p)
                     if vconfig is None:
                         if not p.is_keyframe:
@@ -87,11 +90,12 @@ def read_packets(path: str, max_seconds: float = MAX_SECONDS) -> tuple[list[Medi
                             cs = h264.avc_codec_string(h264.parse_avc_sps(sps))
                         vconfig = CodecConfig(kind="video", codec=vcodec, codec_string=cs,
                                               width=vs.codec_context.width, height=vs.codec_context.height)
-                    t = float(p.pts * p.time_base) if p.pts is not None else float(p.dts * p.time_base)
+                    vpts = p.pts if p.pts is not None else p.dts
+                    t = float(vpts * p.time_base)
                     first_pts = t if first_pts is None else first_pts
                     if t - first_pts >= max_seconds:
                         break
-                    packets.append(MediaPacket(kind="video", pts=p.pts if p.pts is not None else p.dts,
+                    packets.append(MediaPacket(kind="video", pts=vpts,
                                                dts=p.dts, time_base=p.time_base, keyframe=bool(p.is_keyframe),
                                                data=data, config=vconfig))
                 else:

@@ -141,6 +141,7 @@ class TsNormalizer:
             self._video_codec = codec
             self._param_sets = {}
             self.video_config = None
+        ps_types: tuple[int, ...]
         if hevc:
             nal_type, aud, ps_types = h264.hevc_nal_type, h264.HEVC_NAL_AUD, (
                 h264.HEVC_NAL_VPS, h264.HEVC_NAL_SPS, h264.HEVC_NAL_PPS)

@@ -27,7 +27,7 @@ class AacReencoder:
 
     def __init__(self, source: CodecConfig) -> None:
         self.source = source
-        self.dec = av.CodecContext.create(source.codec, "r")
+        self.dec: Any = av.CodecContext.create(source.codec, "r")  # an AudioCodecContext
         if source.extradata:
             self.dec.extradata = source.extradata
         rate = source.sample_rate or 48000
@@ -41,7 +41,7 @@ class AacReencoder:
     def _open(self, frame: Any) -> None:
         layout = "stereo" if frame.layout.nb_channels >= 2 else "mono"
         self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
-        enc = av.CodecContext.create("aac", "w")
+        enc: Any = av.CodecContext.create("aac", "w")
         enc.sample_rate = self.rate
         enc.layout = layout
         enc.format = "fltp"

@@ -95,9 +95,10 @@ def query_nvml(nvml: Any = None) -> tuple[str, tuple[GpuInfo, ...]]:
     """(driver version, GPUs with their H.264 encoder capacity). Raises NvmlUnavailable."""
     if nvml is None:
         try:
-            import pynvml as nvml  # lazily: nodes without a GPU never load it unless asked
+            import pynvml  # lazily: nodes without a GPU never load it unless asked
         except ImportError as exc:
             raise NvmlUnavailable(f"nvidia-ml-py is not installed ({exc})") from exc
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, NoPermission, ...
@@ -142,7 +143,7 @@ def open_video_encoder(codec: str, width: int, height: int, fps: float, bitrate_
     """An opened PyAV encoder context for one rung. Frames go in with pts in `time_base`."""
     import av
 
-    ctx = av.CodecContext.create(codec, "w")
+    ctx: Any = av.CodecContext.create(codec, "w")  # a VideoCodecContext (PyAV types create() generically)
     ctx.width = width
     ctx.height = height
     ctx.pix_fmt = "yuv420p"
