@@ -44,7 +44,8 @@ import grpc  # noqa: E402
 
 from edged.agent import convert, enroll  # noqa: E402
 from edged.agent.status import NodeStatus  # noqa: E402
-from edged.agent.telemetry import GPU_OK, GpuReading, GpuState, HostReading  # noqa: E402
+from edged.agent.telemetry import GPU_OK, GpuState, HostReading  # noqa: E402
+from edged.common.gpu import GpuSample  # noqa: E402
 from edgenet.v1 import edge_pb2, edge_pb2_grpc  # noqa: E402
 
 OPTIONS = [("grpc.ssl_target_name_override", enroll.CONTROLLER_TLS_NAME)]
@@ -175,7 +176,7 @@ def identities(ctl: Controller, count: int) -> list[dict[str, str]]:
 
 
 def _report_template(i: int) -> Any:
-    gpu = GpuReading(index=0, uuid=f"GPU-sim-{i:08d}", name="Tesla T4", utilization_gpu_pct=35,
+    gpu = GpuSample(index=0, uuid=f"GPU-sim-{i:08d}", name="Tesla T4", utilization_gpu_pct=35,
                      utilization_memory_pct=20, encoder_utilization_pct=60, decoder_utilization_pct=15,
                      encoder_sessions=5, encoder_average_fps=60, encoder_average_latency_us=4000,
                      encoder_capacity_h264_pct=40, encoder_capacity_hevc_pct=33, memory_used_bytes=2 << 30,

@@ -6,16 +6,14 @@ Units are in the field names or comments: seconds unless the name says otherwise
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edged.common.hostport import HostPortError, split_hostport
+from edged.common.tomlconfig import ConfigValueError, build, merge, read_toml
 from edged.errors import ConfigError
 
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -48,6 +46,13 @@ class SrtConfig:
 class HttpConfig:
     listen: str = "0.0.0.0:8080"
     cors_origin: str = "*"
+    # open connections; the front also stays under the descriptor limit (RLIMIT_NOFILE) less headroom
+    max_connections: int = 16384
+    # from one IPv4 address (or IPv6 /64); generous because many viewers share a carrier-grade NAT address
+    max_connections_per_address: int = 1024
+    header_timeout: float = 10.0  # s from accept to a complete first request head
+    keepalive_timeout: float = 30.0  # s an idle keep-alive connection waits for its next request
+    send_timeout: float = 30.0  # s a response may make no progress (the peer stopped reading)
 
 
 @dataclass(frozen=True)
@@ -136,104 +141,21 @@ class Config:
 
 def parse_hostport(value: str, key: str) -> tuple[str, int]:
     """'HOST:PORT' (or '[v6]:PORT') → (host, port); raises ConfigError naming `key`."""
-    if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
-    host, _, port_s = value.rpartition(":")
-    host = host.strip("[]")
     try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(key, f"port is not a number in {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, f"port out of range in {value!r}")
-    return host or "0.0.0.0", port
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(key, "expected a table")
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        first: ConfigError | None = None
-        for alt in inner:  # the first member that accepts the value wins
-            try:
-                return _convert(alt, value, key)
-            except ConfigError as exc:
-                first = first or exc
-        assert first is not None
-        raise first
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(key, "expected a table")
-        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(key, "expected a list")
-        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}")
-        return value
-    raise ConfigError(key, f"unsupported type {tp!r}")  # pragma: no cover - a bug in this module
-
-
-def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for k, v in data.items():
-        path = f"{prefix}.{k}" if prefix else k
-        if k not in names:
-            raise ConfigError(path, "unknown key")
-        kwargs[k] = _convert(hints[k], v, path)
-    for f in dataclasses.fields(cls):
-        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}.{f.name}" if prefix else f.name, "missing (required)")
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+        return split_hostport(value)
+    except HostPortError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read the TOML file (if any), overlay `overrides` (from flags; they win), validate."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("--config", f"no such file: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path}: not valid TOML: {exc}") from None
-    if overrides:
-        data = _merge(data, overrides)
-    cfg: Config = _build(Config, data, "")
+    try:
+        data: dict[str, Any] = read_toml(path, "--config") if path is not None else {}
+        if overrides:
+            data = merge(data, overrides)
+        cfg = build(Config, data)
+    except ConfigValueError as exc:
+        raise ConfigError(exc.key, exc.message) from None
     validate(cfg)
     return cfg
 
@@ -266,6 +188,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(name, "must be positive")
     if cfg.origin.auth_cache_seconds < 0:
         raise ConfigError("origin.auth_cache_seconds", "must not be negative")
+    _validate_http(cfg.http)
     for i, prefix in enumerate(cfg.node.prefixes):
         try:
             ipaddress.ip_network(prefix, strict=False)
@@ -317,6 +240,18 @@ def validate(cfg: Config) -> None:
         if channel in seen:
             raise ConfigError(f"channels.{key}", f"channel {channel!r} has two stream keys")
         seen.add(channel)
+
+
+def _validate_http(http: HttpConfig) -> None:
+    if not 1 <= http.max_connections <= 10_000_000:
+        raise ConfigError("http.max_connections", "expected between 1 and 10000000")
+    if not 1 <= http.max_connections_per_address <= 10_000_000:
+        raise ConfigError("http.max_connections_per_address", "expected between 1 and 10000000")
+    for name, value in (("http.header_timeout", http.header_timeout),
+                        ("http.keepalive_timeout", http.keepalive_timeout),
+                        ("http.send_timeout", http.send_timeout)):
+        if not 0.1 <= value <= 3600:  # also refuses nan and inf
+            raise ConfigError(name, "expected between 0.1 and 3600 seconds")
 
 
 def valid_channel_name(name: str) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from edged.common.hostport import join_hostport
 from edgenet.v1 import admin_pb2, admin_pb2_grpc
 from originctl import errors, trust
 from originctl.config import parse_hostport
@@ -47,7 +48,7 @@ class AdminClient:
         self.origin = origin
         self.timeout = timeout
         ca_pem = trust.fetch_ca(host, port, fingerprint, timeout=min(timeout, 5.0))
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        target = join_hostport(host, port)
         self._channel = grpc.secure_channel(
             target, grpc.ssl_channel_credentials(ca_pem),
             options=[("grpc.ssl_target_name_override", trust.CONTROLLER_TLS_NAME)])

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edged.common.hostport import HostPortError, split_hostport
+from edged.common.tomlconfig import ConfigValueError, build, read_toml
 from originctl.errors import ConfigError
 from originctl.server.health import DEFAULT_THROTTLE_MASK
 
@@ -80,70 +81,18 @@ class ClientConfig:
 
 def parse_hostport(value: str, key: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' → (host, port); ConfigError names `key`."""
-    if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
-    host, _, port_s = value.rpartition(":")
-    host = host.strip("[]")
     try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(key, f"port is not a number in {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, f"port out of range in {value!r}")
-    return host or "0.0.0.0", port
-
-
-def _read_toml(path: Path, key: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(key, f"no such file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(key, f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(key, f"{path}: {exc.strerror}") from None
-
-
-def _typed(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    kinds = {f.name: f for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        path = f"{prefix}{k}"
-        if k not in kinds:
-            raise ConfigError(path, "unknown key")
-        tp = str(kinds[k].type)
-        if tp == "HealthConfig":
-            if not isinstance(v, dict):
-                raise ConfigError(path, "expected a table")
-            out[k] = _typed(HealthConfig, v, "health.")
-        elif tp == "bool":
-            if not isinstance(v, bool):
-                raise ConfigError(path, f"expected true or false, got {v!r}")
-            out[k] = v
-        elif tp == "int":
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(path, f"expected an integer, got {v!r}")
-            out[k] = v
-        elif tp == "float":
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ConfigError(path, f"expected a number, got {v!r}")
-            out[k] = float(v)
-        elif tp.startswith("tuple"):
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise ConfigError(path, "expected a list of strings")
-            out[k] = tuple(v)
-        else:
-            if not isinstance(v, str):
-                raise ConfigError(path, f"expected a string, got {v!r}")
-            out[k] = v
-    return cls(**out)
+        return split_hostport(value)
+    except HostPortError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def load_serve(path: str | None, overrides: dict[str, Any]) -> ServeConfig:
     """The controller's config: TOML file (if any), then non-empty flag values."""
-    data = _read_toml(Path(path), "--config") if path else {}
-    cfg: ServeConfig = _typed(ServeConfig, data, "")
+    try:
+        cfg = build(ServeConfig, read_toml(path, "--config") if path else {})
+    except ConfigValueError as exc:
+        raise ConfigError(exc.key, exc.message) from None
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v not in (None, "")})
     validate_serve(cfg)
     return cfg
@@ -178,7 +127,13 @@ def load_client() -> ClientConfig:
     path = client_config_path()
     if not path.exists() and not os.environ.get("ORIGINCTL_CONFIG"):
         return ClientConfig()
-    data = _read_toml(path, "ORIGINCTL_CONFIG" if os.environ.get("ORIGINCTL_CONFIG") else str(path))
+    try:
+        data = read_toml(path, "ORIGINCTL_CONFIG" if os.environ.get("ORIGINCTL_CONFIG") else str(path))
+    except ConfigValueError as exc:
+        raise ConfigError(exc.key, exc.message) from None
     data.pop("path", None)
-    cfg: ClientConfig = _typed(ClientConfig, data, f"{path}: ")
+    try:
+        cfg = build(ClientConfig, data)
+    except ConfigValueError as exc:
+        raise ConfigError(f"{path}: {exc.key}", exc.message) from None
     return replace(cfg, path=str(path))

@@ -1,47 +1,21 @@
 """LAN discovery with mDNS/DNS-SD: the controller announces `_originctl._tcp.local.`; `originctl discover`
 lists the edges announcing `_edged._tcp.local.`.
 
-$EDGENET_MDNS_INTERFACES (comma-separated IPv4 addresses) limits the interfaces used, e.g. to
-127.0.0.1 in tests; by default every interface is used.
+Service names and the interface choice ($EDGENET_MDNS_INTERFACES) are edged/common/mdns.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 
-import ifaddr
-from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-CONTROLLER_SERVICE = "_originctl._tcp.local."
-EDGE_SERVICE = "_edged._tcp.local."
-RESOLVE_TIMEOUT_MS = 1500
-
-
-def mdns_interfaces() -> list[str] | InterfaceChoice:
-    env = os.environ.get("EDGENET_MDNS_INTERFACES", "").strip()
-    if env:
-        return [a.strip() for a in env.split(",") if a.strip()]
-    return InterfaceChoice.All
-
-
-def local_addresses(bind_host: str) -> list[str]:
-    """The IPv4 addresses to announce for a service bound to `bind_host`."""
-    if bind_host not in ("", "0.0.0.0", "::"):
-        return [bind_host]
-    chosen = mdns_interfaces()
-    if isinstance(chosen, list):
-        return [str(a) for a in chosen]
-    out: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback:
-                out.append(ip.ip)
-    return out or ["127.0.0.1"]
+from edged.common.mdns import CONTROLLER_SERVICE as CONTROLLER_SERVICE
+from edged.common.mdns import EDGE_SERVICE as EDGE_SERVICE
+from edged.common.mdns import RESOLVE_TIMEOUT_MS, local_addresses, mdns_interfaces
 
 
 class ControllerAdvertiser:

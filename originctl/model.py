@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from edged.common.gpu import GpuSample as GpuSample  # re-exported: part of the controller's domain
+from edged.common.gpu import GpuStatus as GpuStatus
+
 
 class NodeState(enum.Enum):
     HEALTHY = "healthy"
@@ -17,12 +20,6 @@ class NodeState(enum.Enum):
     UNHEALTHY = "unhealthy"
     DRAINING = "draining"
     LOST = "lost"
-
-
-class GpuStatus(enum.Enum):
-    OK = "ok"
-    NO_GPU = "no-gpu"  # no driver or no device: the node serves without a GPU
-    NVML_ERROR = "nvml-error"  # a driver is there but NVML failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,36 +40,6 @@ class NodeInfo:
     driver_version: str = ""
     viewer_limit: int = 0  # 0 = no limit
     egress_limit_bps: int = 0  # 0 = no limit
-
-
-@dataclass(frozen=True, slots=True)
-class GpuSample:
-    index: int = 0
-    uuid: str = ""
-    name: str = ""
-    utilization_gpu_pct: int = 0
-    utilization_memory_pct: int = 0
-    encoder_utilization_pct: int = 0
-    decoder_utilization_pct: int = 0
-    encoder_sessions: int = 0
-    encoder_average_fps: int = 0
-    encoder_average_latency_us: int = 0
-    encoder_capacity_h264_pct: int | None = None
-    encoder_capacity_hevc_pct: int | None = None
-    memory_used_bytes: int = 0
-    memory_total_bytes: int = 0
-    temperature_c: int = 0
-    power_w: float = 0.0
-    power_limit_w: float = 0.0
-    clocks_event_reasons: int = 0  # NVML bitmask (nvmlClocksEventReason*)
-    sm_clock_mhz: int = 0
-    memory_clock_mhz: int = 0
-    ecc_corrected_volatile: int | None = None
-    ecc_uncorrected_volatile: int | None = None
-    xid_errors: int | None = None
-    last_xid: int | None = None
-    pcie_replay_counter: int | None = None
-    unsupported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

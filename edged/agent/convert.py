@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from edged.agent.authorizer import Grant, PlacementOrder
 from edged.agent.status import NodeStatus
-from edged.agent.telemetry import GPU_OK, NO_GPU, NVML_ERROR, GpuReading, GpuState, HostReading
+from edged.agent.telemetry import GPU_OK, NO_GPU, NVML_ERROR, GpuState, HostReading
+from edged.common.gpu import GPU_OPTIONAL_FIELDS, GPU_PLAIN_FIELDS, GpuSample
 from edgenet.v1 import common_pb2 as pb
 from edgenet.v1 import edge_pb2
 
 _GPU_STATUS = {GPU_OK: pb.GPU_STATUS_OK, NO_GPU: pb.GPU_STATUS_NO_GPU, NVML_ERROR: pb.GPU_STATUS_NVML_ERROR}
-_GPU_OPTIONAL = frozenset(("encoder_capacity_h264_pct", "encoder_capacity_hevc_pct", "ecc_corrected_volatile",
-                           "ecc_uncorrected_volatile", "xid_errors", "last_xid", "pcie_replay_counter"))
-_GPU_PLAIN = tuple(f.name for f in fields(GpuReading) if f.name not in _GPU_OPTIONAL and f.name != "unsupported")
 
 
-def gpu_to_pb(g: GpuReading) -> pb.GpuSample:
-    m = pb.GpuSample(**{name: getattr(g, name) for name in _GPU_PLAIN}, unsupported=list(g.unsupported))
-    for name in _GPU_OPTIONAL:
+def gpu_to_pb(g: GpuSample) -> pb.GpuSample:
+    m = pb.GpuSample(**{name: getattr(g, name) for name in GPU_PLAIN_FIELDS}, unsupported=list(g.unsupported))
+    for name in GPU_OPTIONAL_FIELDS:
         value = getattr(g, name)
         if value is not None:
             setattr(m, name, value)

@@ -2,63 +2,52 @@
 controller announcing `_originctl._tcp.local.` for `--origin auto`.
 
 TXT of an edge: id (node ID, empty before enrollment), name, version, gpu (model or "none"), site,
-http_port. $EDGENET_MDNS_INTERFACES (comma-separated IPv4 addresses) limits the interfaces, e.g. to
-127.0.0.1 in tests; by default every interface is used.
+http_port. Service names and the interface choice ($EDGENET_MDNS_INTERFACES) are edged/common/mdns.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import ifaddr
-from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 import edged
 from edged.agent.errors import ControllerUnavailable
 from edged.agent.status import NodeStatus
+from edged.common.mdns import (
+    CONTROLLER_SERVICE,
+    EDGE_SERVICE,
+    RESOLVE_TIMEOUT_MS,
+    local_addresses,
+    mdns_interfaces,
+)
 from edged.config import Config, parse_hostport
-
-if TYPE_CHECKING:
-    from edged.agent.link import Agent
 
 log = logging.getLogger("edged.agent.discovery")
 
-EDGE_SERVICE = "_edged._tcp.local."
-CONTROLLER_SERVICE = "_originctl._tcp.local."
 REFRESH = 5.0  # s between checks whether the announced TXT record is still current
-RESOLVE_TIMEOUT_MS = 1500
 
 
-def mdns_interfaces() -> list[str] | InterfaceChoice:
-    env = os.environ.get("EDGENET_MDNS_INTERFACES", "").strip()
-    if env:
-        return [a.strip() for a in env.split(",") if a.strip()]
-    return InterfaceChoice.All
+class NodeIdentity(Protocol):
+    """What the announcement needs of the agent (edged.agent.link.Agent has it)."""
 
+    @property
+    def node_id(self) -> str: ...
 
-def _addresses(bind_host: str) -> list[str]:
-    if bind_host not in ("", "0.0.0.0", "::"):
-        return [bind_host]
-    chosen = mdns_interfaces()
-    if isinstance(chosen, list):
-        return [str(a) for a in chosen]
-    out = [ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
-           if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback]
-    return out or ["127.0.0.1"]
+    @property
+    def gpu_models(self) -> tuple[str, ...]: ...
 
 
 class Advertiser:
     """Announces this edge on the LAN while it runs; start after Agent.start(), stop before Agent.stop()."""
 
-    def __init__(self, cfg: Config, status: Callable[[], NodeStatus], agent: Agent | None = None) -> None:
+    def __init__(self, cfg: Config, status: Callable[[], NodeStatus], agent: NodeIdentity | None = None) -> None:
         self.cfg = cfg
         self._status = status
         self._agent = agent
@@ -83,7 +72,7 @@ class Advertiser:
         label = (props["id"] or f"{props['name']}-{props['http_port']}")[:63]
         hostname = socket.gethostname().split(".")[0] or "edged"
         return ServiceInfo(EDGE_SERVICE, f"{label}.{EDGE_SERVICE}", port=int(props["http_port"]),
-                           addresses=[socket.inet_aton(a) for a in _addresses(host)], properties=props,
+                           addresses=[socket.inet_aton(a) for a in local_addresses(host)], properties=props,
                            server=f"{hostname}.local.")
 
     async def start(self) -> None:

@@ -1,10 +1,10 @@
 """The edge's identity: its key, its certificate, the controller CA it pinned, and how it got them.
 
-Enrollment trust (mirrors originctl/trust.py; edged does not import originctl): the bootstrap token
-is "SECRET.FINGERPRINT", the fingerprint being the first 32 hex digits of the SHA-256 of the
-controller CA certificate. Before sending the token anywhere, the edge reads the certificate chain the
-controller presents on an unverified TLS connection, keeps the certificate with that fingerprint, and
-from then on trusts only that CA (pinned in DATA_DIR/agent/ca.crt).
+Enrollment trust (edged/common/fingerprint.py, shared with originctl): the bootstrap token is
+"SECRET.FINGERPRINT", the fingerprint being the first 32 hex digits of the SHA-256 of the controller
+CA certificate. Before sending the token anywhere, the edge reads the certificate chain the controller
+presents on an unverified TLS connection, keeps the certificate with that fingerprint, and from then
+on trusts only that CA (pinned in DATA_DIR/agent/ca.crt).
 
 Files in DATA_DIR/agent/ (node.key mode 0600; identity.json is written last, so it marks completeness):
     node.key  node.crt  ca.crt  identity.json
@@ -13,10 +13,8 @@ Blocking file, socket and crypto work: call these off the event loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass
@@ -28,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edged.agent.errors import ControllerUnavailable, EnrollmentError
+from edged.common import fingerprint
+from edged.common.files import write_atomic
 
-CONTROLLER_TLS_NAME = "originctl.edgenet.internal"  # in every controller certificate (originctl/trust.py)
-FINGERPRINT_HEX_DIGITS = 32
+CONTROLLER_TLS_NAME = fingerprint.CONTROLLER_TLS_NAME  # in every controller certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +46,6 @@ class Identity:
 
 def identity_dir(data_path: Path) -> Path:
     return data_path / "agent"
-
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def load_identity(data_path: Path) -> Identity | None:
@@ -84,12 +71,12 @@ def save_identity(data_path: Path, ident: Identity) -> None:
     d = identity_dir(data_path)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    _write(d / "node.key", ident.key_pem, 0o600)
-    _write(d / "node.crt", ident.cert_pem)
-    _write(d / "ca.crt", ident.ca_pem)
+    write_atomic(d / "node.key", ident.key_pem, 0o600)
+    write_atomic(d / "node.crt", ident.cert_pem)
+    write_atomic(d / "ca.crt", ident.ca_pem)
     meta = {k: v for k, v in asdict(ident).items() if k not in ("key_pem", "cert_pem", "ca_pem")}
     meta["enrolled_unix"] = meta["enrolled_unix"] or time.time()
-    _write(d / "identity.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_atomic(d / "identity.json", (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def new_key_and_csr(name: str) -> tuple[bytes, bytes]:
@@ -107,36 +94,22 @@ def new_key_and_csr(name: str) -> tuple[bytes, bytes]:
 
 def split_token(token: str) -> tuple[str, str]:
     """"SECRET.FINGERPRINT" → (secret, fingerprint); EnrollmentError when malformed."""
-    secret, dot, fp = token.strip().rpartition(".")
-    if not dot or not secret or len(fp) != FINGERPRINT_HEX_DIGITS or any(c not in "0123456789abcdef" for c in fp):
+    parts = fingerprint.parse_token(token)
+    if parts is None:
         raise EnrollmentError("the enrollment token is malformed: copy it whole from `originctl token create` "
                               "(it looks like SECRET.FINGERPRINT)")
-    return secret, fp
+    return parts
 
 
-def fingerprint_der(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()[:FINGERPRINT_HEX_DIGITS]
-
-
-def fetch_ca(host: str, port: int, fingerprint: str, timeout: float = 5.0) -> bytes:
-    """Read the chain the controller presents; return the CA certificate (PEM) with `fingerprint`."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # nothing is trusted yet: the fingerprint check below is the trust
-    ctx.set_alpn_protocols(["h2"])
+def fetch_ca(host: str, port: int, ca_fingerprint: str, timeout: float = 5.0) -> bytes:
+    """Read the chain the controller presents; return the CA certificate (PEM) with `ca_fingerprint`."""
     try:
-        with (
-            socket.create_connection((host, port), timeout=timeout) as raw,
-            ctx.wrap_socket(raw, server_hostname=CONTROLLER_TLS_NAME) as tls,
-        ):
-            getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
-            chain = [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-                     for c in getter() or ()]
+        chain = fingerprint.presented_chain(host, port, timeout)
     except (OSError, ssl.SSLError) as exc:
         raise ControllerUnavailable(f"cannot reach the controller at {host}:{port}: {exc}") from exc
-    for der in chain:
-        if fingerprint_der(der) == fingerprint:
-            return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
-    raise EnrollmentError(
-        f"the controller at {host}:{port} is not the one that issued this token (its CA fingerprint differs "
-        "from the token's): check --origin, or create a token on this controller")
+    ca = fingerprint.ca_matching(chain, ca_fingerprint)
+    if ca is None:
+        raise EnrollmentError(
+            f"the controller at {host}:{port} is not the one that issued this token (its CA fingerprint differs "
+            "from the token's): check --origin, or create a token on this controller")
+    return ca

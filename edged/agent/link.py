@@ -38,6 +38,8 @@ from edged.agent.authorizer import ControllerAuthorizer, Grant
 from edged.agent.errors import ControllerUnavailable, EnrollmentError
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GpuState, Telemetry, read_host
+from edged.common.fingerprint import fingerprint_pem
+from edged.common.hostport import join_hostport
 from edged.config import Config, parse_hostport
 from edgenet.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
@@ -55,10 +57,6 @@ EVENT_QUEUE = 256  # stream events kept for the controller while the link is dow
 
 _PERMANENT = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
               grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
-
-
-def _target(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _channel_options() -> list[tuple[str, Any]]:
@@ -220,7 +218,7 @@ class Agent:
         name = self.cfg.node.name or socket.gethostname()
         key_pem, csr_pem = await asyncio.to_thread(enroll.new_key_and_csr, name)
         gpu = await self.telemetry.sample()
-        async with grpc.aio.secure_channel(_target(host, port), grpc.ssl_channel_credentials(ca_pem),
+        async with grpc.aio.secure_channel(join_hostport(host, port), grpc.ssl_channel_credentials(ca_pem),
                                            options=_channel_options()) as channel:
             stub = edge_pb2_grpc.EnrollmentServiceStub(channel)
             try:
@@ -228,7 +226,7 @@ class Agent:
                                                                 info=self._node_info(gpu)), timeout=RPC_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
                 raise _map_rpc_error(exc, f"enrolling with {host}:{port}") from None
-        if enroll.fingerprint_der(_pem_to_der(resp.ca_certificate_pem)) != fingerprint:
+        if fingerprint_pem(resp.ca_certificate_pem) != fingerprint:
             raise EnrollmentError(f"the controller at {host}:{port} answered with another CA than the token names")
         ident = enroll.Identity(node_id=resp.node_id, key_pem=key_pem, cert_pem=resp.certificate_pem,
                                 ca_pem=resp.ca_certificate_pem, origin=f"{host}:{port}", edge_port=resp.edge_port,
@@ -280,7 +278,7 @@ class Agent:
 
     async def _edge_port(self, ident: enroll.Identity, host: str, port: int) -> int:
         creds = grpc.ssl_channel_credentials(ident.ca_pem)
-        async with grpc.aio.secure_channel(_target(host, port), creds, options=_channel_options()) as channel:
+        async with grpc.aio.secure_channel(join_hostport(host, port), creds, options=_channel_options()) as channel:
             try:
                 resp = await edge_pb2_grpc.EnrollmentServiceStub(channel).GetEndpoints(
                     edge_pb2.GetEndpointsRequest(), timeout=RPC_TIMEOUT)
@@ -291,10 +289,10 @@ class Agent:
         return resp.edge_port or ident.edge_port
 
     async def _session(self, ident: enroll.Identity) -> None:
-        host, port = await self._resolve(enroll.fingerprint_der(_pem_to_der(ident.ca_pem)))
+        host, port = await self._resolve(fingerprint_pem(ident.ca_pem))
         edge_port = await self._edge_port(ident, host, port)
         creds = grpc.ssl_channel_credentials(ident.ca_pem, ident.key_pem, ident.cert_pem)
-        async with grpc.aio.secure_channel(_target(host, edge_port), creds, options=_channel_options()) as channel:
+        async with grpc.aio.secure_channel(join_hostport(host, edge_port), creds, options=_channel_options()) as channel:
             call = edge_pb2_grpc.EdgeServiceStub(channel).Connect()
             self._call = call
             gpu = self.telemetry.last or await self.telemetry.sample()
@@ -410,9 +408,3 @@ class Agent:
                 await self._write_events(call)
         except Exception as exc:  # the stream broke: the link reconnects and sends them then
             log.debug("stream events not sent yet: %s", exc)
-
-
-def _pem_to_der(pem: bytes) -> bytes:
-    import ssl
-
-    return ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))

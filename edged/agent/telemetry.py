@@ -18,42 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from edged.common.gpu import GpuSample, GpuStatus
+
 log = logging.getLogger("edged.agent.telemetry")
 
 NVML_RETRY = 60.0  # s between attempts to initialise NVML when no driver was found
-GPU_OK, NO_GPU, NVML_ERROR = "ok", "no-gpu", "nvml-error"
-
-
-@dataclass(frozen=True, slots=True)
-class GpuReading:
-    """One GPU at one instant, in NVML's units converted to the names' units."""
-
-    index: int
-    uuid: str
-    name: str
-    utilization_gpu_pct: int = 0
-    utilization_memory_pct: int = 0
-    encoder_utilization_pct: int = 0
-    decoder_utilization_pct: int = 0
-    encoder_sessions: int = 0
-    encoder_average_fps: int = 0
-    encoder_average_latency_us: int = 0
-    encoder_capacity_h264_pct: int | None = None
-    encoder_capacity_hevc_pct: int | None = None
-    memory_used_bytes: int = 0
-    memory_total_bytes: int = 0
-    temperature_c: int = 0
-    power_w: float = 0.0
-    power_limit_w: float = 0.0
-    clocks_event_reasons: int = 0
-    sm_clock_mhz: int = 0
-    memory_clock_mhz: int = 0
-    ecc_corrected_volatile: int | None = None
-    ecc_uncorrected_volatile: int | None = None
-    xid_errors: int | None = None
-    last_xid: int | None = None
-    pcie_replay_counter: int | None = None
-    unsupported: tuple[str, ...] = ()
+GPU_OK, NO_GPU, NVML_ERROR = GpuStatus.OK.value, GpuStatus.NO_GPU.value, GpuStatus.NVML_ERROR.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +39,7 @@ class GpuState:
     status: str = NO_GPU  # GPU_OK | NO_GPU | NVML_ERROR
     error: str = ""  # why there is no GPU, or what failed
     driver_version: str = ""
-    gpus: tuple[GpuReading, ...] = ()
+    gpus: tuple[GpuSample, ...] = ()
 
 
 def read_host() -> HostReading:
@@ -195,7 +165,7 @@ class _Nvml:
             return GpuState(NO_GPU, "the NVIDIA driver sees no GPU", self.driver)
         return GpuState(GPU_OK, "", self.driver, gpus)
 
-    def _device(self, index: int) -> GpuReading:
+    def _device(self, index: int) -> GpuSample:
         n = self.mod
         h = n.nvmlDeviceGetHandleByIndex(index)
         unsupported: list[str] = []
@@ -230,7 +200,7 @@ class _Nvml:
                         n.NVML_VOLATILE_ECC)
         replay = opt("pcie_replay_counter", n.nvmlDeviceGetPcieReplayCounter)
         xid = self.xids.get(uuid)
-        return GpuReading(
+        return GpuSample(
             index=index, uuid=uuid, name=str(n.nvmlDeviceGetName(h)),
             utilization_gpu_pct=int(util.gpu), utilization_memory_pct=int(util.memory),
             encoder_utilization_pct=int(enc[0]) if enc else 0, decoder_utilization_pct=int(dec[0]) if dec else 0,

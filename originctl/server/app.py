@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from edged.common.hostport import join_hostport
 from edgenet.v1 import admin_pb2_grpc, edge_pb2_grpc
 from originctl import __version__
 from originctl.config import ServeConfig, parse_hostport
@@ -167,7 +168,7 @@ class Controller:
 
     @staticmethod
     def _bind(server: grpc.aio.Server, host: str, port: int, key: str, creds: grpc.ServerCredentials) -> int:
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        address = join_hostport(host, port)
         try:
             bound = int(server.add_secure_port(address, creds))
         except RuntimeError:

@@ -6,6 +6,7 @@ from typing import NoReturn
 
 import grpc
 
+from edged.common.gpu import GPU_OPTIONAL_FIELDS, GPU_PLAIN_FIELDS
 from edgenet.v1 import admin_pb2, edge_pb2
 from edgenet.v1 import common_pb2 as pb
 from originctl import errors
@@ -38,9 +39,6 @@ GPU_STATUS_TO_PB = {
 }
 GPU_STATUS_FROM_PB = {v: k for k, v in GPU_STATUS_TO_PB.items()}
 
-_GPU_OPTIONAL = ("encoder_capacity_h264_pct", "encoder_capacity_hevc_pct", "ecc_corrected_volatile",
-                 "ecc_uncorrected_volatile", "xid_errors", "last_xid", "pcie_replay_counter")
-_GPU_PLAIN = tuple(f for f in GpuSample.__dataclass_fields__ if f not in _GPU_OPTIONAL and f != "unsupported")
 _STATS_PLAIN = tuple(f for f in NodeStats.__dataclass_fields__ if f != "live_channels")
 
 
@@ -132,8 +130,8 @@ def node_info_to_pb(i: NodeInfo) -> pb.NodeInfo:
 
 
 def gpu_to_pb(g: GpuSample) -> pb.GpuSample:
-    m = pb.GpuSample(**{f: getattr(g, f) for f in _GPU_PLAIN}, unsupported=list(g.unsupported))
-    for f in _GPU_OPTIONAL:
+    m = pb.GpuSample(**{f: getattr(g, f) for f in GPU_PLAIN_FIELDS}, unsupported=list(g.unsupported))
+    for f in GPU_OPTIONAL_FIELDS:
         v = getattr(g, f)
         if v is not None:
             setattr(m, f, v)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from edged.agent import convert as agent_convert
 from edged.agent.status import NodeStatus
-from edged.agent.telemetry import GPU_OK, NO_GPU, GpuReading, GpuState, HostReading
+from edged.agent.telemetry import GPU_OK, NO_GPU, GpuState, HostReading
+from edged.common.gpu import GpuSample
 from originctl.model import GpuStatus
 from originctl.server import convert as ctl_convert
 
 
 def test_report_round_trip() -> None:
-    g = GpuReading(index=1, uuid="GPU-x", name="NVIDIA L4", utilization_gpu_pct=61, encoder_sessions=9,
+    g = GpuSample(index=1, uuid="GPU-x", name="NVIDIA L4", utilization_gpu_pct=61, encoder_sessions=9,
                    encoder_capacity_h264_pct=0, ecc_uncorrected_volatile=2, xid_errors=0, memory_used_bytes=5 << 30,
                    memory_total_bytes=24 << 30, power_w=71.8, clocks_event_reasons=0x60, unsupported=("pcie",))
     status = NodeStatus(active_streams=3, live_channels=("a", "b"), viewers=40, egress_bps=123_456_789,
