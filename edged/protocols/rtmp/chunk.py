@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from edged.errors import RemoteProtocolError
 from edged.protocols.buffer import ReceiveBuffer
 
+
+class BudgetExceeded(RemoteProtocolError):
+    """The peer went over a size or count budget (well-formed input, just too much of it)."""
+
+
 # Message type ids: section 5.4 (protocol control), 6.2 (user control), 7.1 (the rest).
 SET_CHUNK_SIZE = 1
 ABORT = 2
@@ -97,6 +102,9 @@ class ChunkReader:
         # Every partial message is below max_message_size; this also bounds their sum.
         self.max_partial_bytes = 4 * max_message_size if max_partial_bytes is None else max_partial_bytes
         self.bytes_read = 0
+        self.chunks_read = 0
+        # Chunks this reader may read in all (None: no limit); a peer past it is over budget.
+        self.max_chunks: int | None = None
         self._streams: dict[int, _ChunkStreamState] = {}
         self._partials = 0  # chunk streams holding a partial message
         self._partial_bytes = 0
@@ -113,6 +121,16 @@ class ChunkReader:
                 assert isinstance(message, Message)
                 self._apply_control(message)
                 return message
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes held in partial messages right now."""
+        return self._partial_bytes
+
+    @property
+    def chunk_stream_ids(self) -> int:
+        """Chunk stream ids seen so far (each keeps its last header)."""
+        return len(self._streams)
 
     def abort(self, csid: int) -> None:
         """Discard the partial message of ``csid`` (section 5.4.2)."""
@@ -143,7 +161,7 @@ class ChunkReader:
             if fmt != 0:
                 raise RemoteProtocolError(f"chunk stream {csid} starts with a format-{fmt} header")
             if len(self._streams) >= self.max_chunk_stream_ids:
-                raise RemoteProtocolError(f"more than {self.max_chunk_stream_ids} chunk stream ids in use")
+                raise BudgetExceeded(f"more than {self.max_chunk_stream_ids} chunk stream ids in use")
         partial = state.partial if state is not None else None
         if partial is not None and fmt != 3:
             raise RemoteProtocolError(f"chunk stream {csid} got a new header inside a message")
@@ -161,21 +179,22 @@ class ChunkReader:
         if fmt <= 1:
             length = int.from_bytes(header[3:6], "big")
             if length > self.max_message_size:
-                raise RemoteProtocolError(
-                    f"message of {length} bytes exceeds the {self.max_message_size}-byte cap"
-                )
+                raise BudgetExceeded(f"message of {length} bytes exceeds the {self.max_message_size}-byte cap")
         else:
             assert state is not None
             length = state.length
         size = min(self.chunk_size, length - (len(partial) if partial is not None else 0))
         if partial is None and size < length and self._partials >= self.max_chunk_streams:
-            raise RemoteProtocolError(f"more than {self.max_chunk_streams} partial messages at once")
+            raise BudgetExceeded(f"more than {self.max_chunk_streams} partial messages at once")
         if (partial is not None or size < length) and self._partial_bytes + size > self.max_partial_bytes:
-            raise RemoteProtocolError("partial messages exceed the buffered-bytes cap")
+            raise BudgetExceeded(f"partial messages exceed the {self.max_partial_bytes}-byte buffered-bytes cap")
         data = buf.consume_exactly(size)
         if data is None:
             return None
         self.bytes_read += buf.commit()
+        self.chunks_read += 1
+        if self.max_chunks is not None and self.chunks_read > self.max_chunks:
+            raise BudgetExceeded(f"more than {self.max_chunks} chunks")
 
         # The whole chunk is in hand: only now touch the per-stream state.
         if state is None:

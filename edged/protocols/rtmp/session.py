@@ -11,6 +11,16 @@ Everything that moves the state machine is in the two transition tables below. E
 moves any state to CLOSED and a peer error moves it to ERROR; those two are not listed.
 After PublishRequested the server session pauses (like h11's PAUSED): ``events()``
 yields nothing more until the application calls accept_publish or reject_publish.
+
+Budgets. Until its first publish is accepted a server session is talking to a stranger, so
+it holds small budgets: messages up to ``pre_publish_bytes`` each and in partial messages
+together, ``pre_publish_messages`` messages of any kind, a few chunk stream ids and a chunk
+count derived from both. A real encoder sends about ten small messages before ``publish``
+(connect, releaseStream, FCPublish, createStream, Set Chunk Size, a window size). After the
+accept the full caps apply (``max_message_size`` per message, one such message plus
+``PARTIAL_HEADROOM`` in all partial messages), and non-media messages spend
+``control_credit``, which the server refills with time (the core keeps no clock). Going
+over any budget raises ``BudgetExceeded``, a RemoteProtocolError.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from edged.protocols.buffer import ReceiveBuffer
 from edged.protocols.rtmp import amf0
 from edged.protocols.rtmp import chunk as ch
 from edged.protocols.rtmp import events as ev
+from edged.protocols.rtmp.chunk import BudgetExceeded
 from edged.protocols.rtmp.handshake import HandshakeState, RandomBytes, ServerHandshake
 
 
@@ -103,6 +114,19 @@ DEFAULT_OUT_CHUNK_SIZE = 4096
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 # Publishers use fewer than ten chunk streams, each with at most one partial message.
 DEFAULT_MAX_CHUNK_STREAMS = 64
+# What partial messages may hold beyond one message at the cap: the audio and data messages
+# interleaved with a large video message (bytes).
+PARTIAL_HEADROOM = 256 * 1024
+# Before the first accepted publish (see "Budgets" above). A connect command is a few hundred
+# bytes; OBS, FFmpeg and GStreamer send 5-10 messages on chunk streams 2-8 before publish.
+DEFAULT_PRE_PUBLISH_BYTES = 32 * 1024
+DEFAULT_PRE_PUBLISH_MESSAGES = 64
+PRE_PUBLISH_CHUNK_STREAM_IDS = 16
+PRE_PUBLISH_PARTIALS = 4
+# The chunk budget before publish: every message may be split, at the default 128-byte chunks.
+PRE_PUBLISH_CHUNK_BYTES = ch.DEFAULT_CHUNK_SIZE
+# Message types that carry the stream: not counted against control_credit.
+MEDIA_TYPES = frozenset((ch.AUDIO, ch.VIDEO, ch.DATA_AMF0, ch.DATA_AMF3))
 _U32 = struct.Struct(">I")
 
 
@@ -128,7 +152,9 @@ class _Session:
             raise ValueError(f"sizes and counts must be within 1..{ch.MAX_CHUNK_SIZE_FIELD}")
         self.state = SessionState.IDLE
         self._buf = ReceiveBuffer()
-        self._reader = ch.ChunkReader(max_chunk_size, max_message_size, max_chunk_streams)
+        self._reader = ch.ChunkReader(
+            max_chunk_size, max_message_size, max_chunk_streams, max_partial_bytes=max_message_size + PARTIAL_HEADROOM
+        )
         self._writer = ch.ChunkWriter()
         self._out = bytearray()
         self._limits = amf0.Limits(max_amf_depth, max_amf_items, max_amf_string)
@@ -156,6 +182,11 @@ class _Session:
         return out
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for the peer: input not yet parsed plus partial messages."""
+        return self._buf.uncommitted + self._reader.partial_bytes
+
+    @property
     def bytes_received(self) -> int:
         """Bytes parsed so far, handshake included (what Acknowledgement counts, section 5.4.3)."""
         return self._handshake_bytes + self._reader.bytes_read
@@ -177,6 +208,7 @@ class _Session:
                 self._maybe_acknowledge()
                 if message is None:
                     break
+                self._account(message)
                 yield from self._on_message(message)
         except RemoteProtocolError:
             self.state = SessionState.ERROR
@@ -188,6 +220,9 @@ class _Session:
 
     def _paused(self) -> bool:
         return False
+
+    def _account(self, message: ch.Message) -> None:
+        """Charge one whole message to the peer's budgets; raise BudgetExceeded past them."""
 
     def _advance_handshake(self) -> bool:
         raise NotImplementedError
@@ -305,8 +340,12 @@ class RtmpServerSession(_Session):
         max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
         *,
         max_amf_string: int = amf0.DEFAULT_MAX_STRING,
+        pre_publish_bytes: int = DEFAULT_PRE_PUBLISH_BYTES,
+        pre_publish_messages: int = DEFAULT_PRE_PUBLISH_MESSAGES,
         random_bytes: RandomBytes = os.urandom,
     ) -> None:
+        if pre_publish_bytes < 1 or pre_publish_messages < 1:
+            raise ValueError("pre-publish budgets must be at least 1")
         super().__init__(
             max_chunk_size=max_chunk_size,
             max_message_size=max_message_size,
@@ -324,16 +363,43 @@ class RtmpServerSession(_Session):
         self._next_stream_id = 1
         self._publish_stream: int | None = None
         self._publish_key = ""
+        self._requested_stream: int | None = None  # stream of the latest publish request (kept after it ends)
+        # The full caps, restored once a publish is accepted; until then the pre-publish budgets apply.
+        reader = self._reader
+        self._full_caps = (reader.max_message_size, reader.max_partial_bytes, reader.max_chunk_streams,
+                           reader.max_chunk_stream_ids)
+        reader.max_message_size = min(pre_publish_bytes, reader.max_message_size)
+        reader.max_partial_bytes = min(pre_publish_bytes, reader.max_partial_bytes)
+        reader.max_chunk_streams = min(PRE_PUBLISH_PARTIALS, reader.max_chunk_streams)
+        reader.max_chunk_stream_ids = PRE_PUBLISH_CHUNK_STREAM_IDS
+        reader.max_chunks = pre_publish_messages + pre_publish_bytes // PRE_PUBLISH_CHUNK_BYTES
+        self._messages_left = pre_publish_messages
+        self.pre_publish_messages = pre_publish_messages
+        self.authenticated = False  # a publish was accepted on this connection
+        # Non-media messages the peer may still send after publish; None: no limit. The server
+        # refills it with add_control_credit as time passes.
+        self.control_credit: float | None = None
 
     @property
     def digest_handshake(self) -> bool:
         """True when the client used the Flash Player 9 digest handshake."""
         return self._handshake.digest
 
+    def add_control_credit(self, amount: float, cap: float) -> None:
+        """Allow ``amount`` more non-media messages after publish, holding at most ``cap`` unused."""
+        credit = cap if self.control_credit is None else self.control_credit + amount
+        self.control_credit = min(credit, cap)
+
     def accept_publish(self, stream_id: int) -> None:
         """Answer PublishRequested with NetStream.Publish.Start; media events follow."""
         self._check_pending(stream_id)
         self._transition(Trigger.ACCEPT, local=True)
+        if not self.authenticated:
+            self.authenticated = True
+            reader = self._reader
+            (reader.max_message_size, reader.max_partial_bytes, reader.max_chunk_streams,
+             reader.max_chunk_stream_ids) = self._full_caps
+            reader.max_chunks = None
         self._send_user_control(UC_STREAM_BEGIN, _U32.pack(stream_id))
         info = _status(
             "status",
@@ -363,6 +429,16 @@ class RtmpServerSession(_Session):
 
     def _paused(self) -> bool:
         return self.state is SessionState.PUBLISH_REQUESTED
+
+    def _account(self, message: ch.Message) -> None:
+        if not self.authenticated:
+            self._messages_left -= 1
+            if self._messages_left < 0:
+                raise BudgetExceeded(f"more than {self.pre_publish_messages} messages before publishing")
+        elif self.control_credit is not None and message.type_id not in MEDIA_TYPES:
+            self.control_credit -= 1
+            if self.control_credit < 0:
+                raise BudgetExceeded("non-media messages over the rate budget")
 
     def _advance_handshake(self) -> bool:
         self._out += self._handshake.advance(self._buf)
@@ -396,13 +472,14 @@ class RtmpServerSession(_Session):
             self._send_command("_result", tid, None, float(stream_id))
         elif name == "publish":
             yield self._on_publish(message.stream_id, args)
-        elif name in ("closeStream", "deleteStream"):
-            # Section 7.2.2.3 deleteStream names the stream; closeStream is sent on it.
-            stream_id = message.stream_id
-            if name == "deleteStream":
-                stream_id = _stream_id_arg(args[0] if args else None)
-                self._streams.discard(stream_id)
-            yield from self._unpublish(stream_id)
+        elif name == "closeStream":
+            yield from self._unpublish(message.stream_id)  # sent on the stream it closes
+        elif name == "deleteStream":
+            # Teardown never fails: whatever names the stream, the encoder is leaving anyway.
+            target = self._delete_stream_target(args[0] if args else None, message.stream_id)
+            if target is not None:
+                self._streams.discard(target)
+                yield from self._unpublish(target)
         elif name == "play":
             info = _status("error", "NetStream.Play.Failed", "This server only accepts publishers.")
             stream_id = message.stream_id
@@ -448,7 +525,7 @@ class RtmpServerSession(_Session):
         publish_type = args[1] if len(args) > 1 and isinstance(args[1], str) else "live"
         key, query = _split_name(name)
         self._transition(Trigger.PUBLISH, local=False)
-        self._publish_stream = stream_id
+        self._publish_stream = self._requested_stream = stream_id
         self._publish_key = key
         return ev.PublishRequested(stream_id, self.app, key, publish_type, query)
 
@@ -461,6 +538,19 @@ class RtmpServerSession(_Session):
             self._transition(Trigger.UNPUBLISH, local=False)
             self._publish_stream = None
             yield ev.Unpublished(stream_id)
+
+    def _delete_stream_target(self, value: Any, sent_on: int) -> int | None:
+        """The stream a deleteStream means: section 7.2.2.3 passes its id (a number); GStreamer's
+        rtmp2sink passes the publishing name; some send nothing (then: the stream it came on)."""
+        if isinstance(value, float):
+            if math.isfinite(value) and 0 <= value < (1 << 32) and value == int(value):
+                return int(value)
+            return None
+        if isinstance(value, str):
+            if self._requested_stream is not None and _split_name(value)[0] == self._publish_key:
+                return self._requested_stream
+            return None
+        return sent_on if sent_on in self._streams else None
 
     def _on_media(self, message: ch.Message) -> Iterator[ev.Event]:
         if self.state is not SessionState.PUBLISHING or message.stream_id != self._publish_stream:

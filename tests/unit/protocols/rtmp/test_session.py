@@ -386,7 +386,6 @@ def test_bad_first_commands(build, hint) -> None:  # type: ignore[no-untyped-def
         lambda w: command(w, "connect", 1, {"app": "again"}),
         lambda w: command(w, "publish", 0, None, "k", stream_id=1),  # stream never created
         lambda w: command(w, "createStream", 2) + command(w, "publish", 0, None, stream_id=1),  # no name
-        lambda w: command(w, "deleteStream", 2, None, "one"),
         lambda w: b"".join(command(w, "createStream", i) for i in range(9)),
     ],
 )
