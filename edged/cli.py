@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML configuration file (flags win over it)")
     run.add_argument("--data-dir", metavar="DIR", help="LMDB store, identity and state (default ./var/edged)")
     run.add_argument("--rtmp", metavar="HOST:PORT", type=_hostport, help="RTMP listener (default 0.0.0.0:1935)")
+    run.add_argument("--rtmps", metavar="HOST:PORT", type=_hostport,
+                     help="RTMPS listener (default 0.0.0.0:1936; on when [rtmp] tls_cert_file and tls_key_file are set)")
     run.add_argument("--http", metavar="HOST:PORT", type=_hostport, help="HTTP listener (default 0.0.0.0:8080)")
     run.add_argument("--srt", metavar="HOST:PORT", type=_hostport, help="SRT listener, UDP (default 0.0.0.0:9000)")
     run.add_argument("--srt-passphrase", metavar="SECRET", help="require this SRT passphrase (10-79 characters)")
@@ -86,6 +88,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["log_level"] = args.log_level
     if args.rtmp:
         o.setdefault("rtmp", {})["listen"] = args.rtmp
+    if args.rtmps:
+        o.setdefault("rtmp", {})["tls_listen"] = args.rtmps
     if args.http:
         o.setdefault("http", {})["listen"] = args.http
     if args.srt:
@@ -113,6 +117,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config, _overrides(args))
+    if args.rtmps and not cfg.rtmp.tls_cert_file:
+        raise ConfigError("rtmp.tls_cert_file", "--rtmps needs [rtmp] tls_cert_file and tls_key_file (PEM files)")
     from edged import log as edlog
     from edged.app import EdgeApp
 

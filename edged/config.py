@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,19 @@ class RtmpConfig:
     idle_timeout: float = 30.0  # s: no bytes from a publisher
     max_chunk_size: int = 65536  # bytes: largest Set Chunk Size we accept (FFmpeg/OBS use 4096)
     max_message_size: int = 8 * 1024 * 1024  # bytes: one keyframe of a high-bitrate 4K stream fits
-    max_connections: int = 1000
+    max_connections: int = 1000  # open connections in all, publishing or not
+    # Connections whose publish is not accepted yet, in all (the rest of max_connections stays free for
+    # publishers that authenticated) and per source address (IPv6: per /64; a studio publishes many
+    # channels from one address, but each is unauthenticated only until its publish is accepted).
+    max_unauthenticated: int = 250
+    max_unauthenticated_per_address: int = 16
+    pre_publish_bytes: int = 32 * 1024  # bytes: largest message and all partial ones, before publish
+    pre_publish_messages: int = 64  # messages before publish (a real encoder sends about ten)
+    control_messages_per_second: float = 50.0  # non-media messages after publish (bursts of 2 s worth)
+    # RTMPS: a second listener, the same server behind TLS; on only when both files are set.
+    tls_listen: str = "0.0.0.0:1936"
+    tls_cert_file: str = ""  # PEM certificate chain (server certificate first)
+    tls_key_file: str = ""  # PEM private key of that certificate
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,17 @@ class HttpConfig:
 class HlsConfig:
     segment_seconds: float = 2.0  # target; cuts happen at the first keyframe at or after it
     window: int = 6  # segments listed in a live media playlist
-    max_segment_seconds: float = 12.0  # force a cut without a keyframe only past this (bounds memory)
+    # s: a segment is cut here even without a keyframe; EXT-X-TARGETDURATION is ceil() of it, fixed
+    # for the life of a playlist. 0 = auto: 3 x segment_seconds
+    max_segment_seconds: float = 0.0
+    # s a lost publisher's playlist stays open (no EXT-X-ENDLIST) for it to come back and continue
+    # after an EXT-X-DISCONTINUITY; a deliberate unpublish ends the playlist at once
+    reconnect_grace_seconds: float = 10.0
+
+    @property
+    def effective_max_segment_seconds(self) -> float:
+        """max_segment_seconds, or its auto value (3 x segment_seconds) when it is 0."""
+        return self.max_segment_seconds or 3 * self.segment_seconds
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,51 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
     return cfg
 
 
+def _validate_rtmp_limits(rtmp: RtmpConfig) -> None:
+    """The [rtmp] connection limits, budgets and RTMPS files (a file that cannot be used names its key)."""
+    if rtmp.max_connections < 2:
+        raise ConfigError("rtmp.max_connections", "expected at least 2")
+    if not 1 <= rtmp.max_unauthenticated < rtmp.max_connections:
+        raise ConfigError("rtmp.max_unauthenticated",
+                          "expected at least 1 and below rtmp.max_connections (the rest is kept for publishers)")
+    if not 1 <= rtmp.max_unauthenticated_per_address <= rtmp.max_unauthenticated:
+        raise ConfigError("rtmp.max_unauthenticated_per_address",
+                          "expected between 1 and rtmp.max_unauthenticated")
+    if not 4096 <= rtmp.pre_publish_bytes <= min(1024 * 1024, rtmp.max_message_size):
+        raise ConfigError("rtmp.pre_publish_bytes", "expected between 4096 and 1048576 (and <= rtmp.max_message_size)")
+    if not 16 <= rtmp.pre_publish_messages <= 10_000:
+        raise ConfigError("rtmp.pre_publish_messages", "expected between 16 and 10000")
+    if not 1 <= rtmp.control_messages_per_second <= 100_000:
+        raise ConfigError("rtmp.control_messages_per_second", "expected between 1 and 100000")
+    parse_hostport(rtmp.tls_listen, "rtmp.tls_listen")
+    if bool(rtmp.tls_cert_file) != bool(rtmp.tls_key_file):
+        missing = "rtmp.tls_key_file" if rtmp.tls_cert_file else "rtmp.tls_cert_file"
+        raise ConfigError(missing, "RTMPS needs both rtmp.tls_cert_file and rtmp.tls_key_file")
+    if rtmp.tls_cert_file:
+        rtmps_context(rtmp)
+
+
+def rtmps_context(rtmp: RtmpConfig) -> ssl.SSLContext:
+    """The TLS server context of the RTMPS listener; ConfigError names the file that cannot be used."""
+    for key, path in (("rtmp.tls_cert_file", rtmp.tls_cert_file), ("rtmp.tls_key_file", rtmp.tls_key_file)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+    try:  # the certificates alone first, so that an error can name the file at fault
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=rtmp.tls_cert_file)
+    except ssl.SSLError as exc:
+        raise ConfigError("rtmp.tls_cert_file", f"no PEM certificate in {rtmp.tls_cert_file}: {exc}") from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(rtmp.tls_cert_file, rtmp.tls_key_file)
+    except ssl.SSLError as exc:  # not a PEM key, or not the key of that certificate
+        raise ConfigError("rtmp.tls_key_file", f"cannot use {rtmp.tls_key_file} with the certificate: {exc}") from None
+    return ctx
+
+
 def validate(cfg: Config) -> None:
     parse_hostport(cfg.rtmp.listen, "rtmp.listen")
     parse_hostport(cfg.srt.listen, "srt.listen")
@@ -168,8 +236,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("log_level", "expected debug, info, warning or error")
     if not 0.5 <= cfg.hls.segment_seconds <= 30:
         raise ConfigError("hls.segment_seconds", "expected between 0.5 and 30")
-    if cfg.hls.max_segment_seconds < cfg.hls.segment_seconds:
-        raise ConfigError("hls.max_segment_seconds", "must be at least hls.segment_seconds")
+    if cfg.hls.max_segment_seconds != 0 and not cfg.hls.segment_seconds <= cfg.hls.max_segment_seconds <= 120:
+        raise ConfigError("hls.max_segment_seconds",
+                          "expected 0 (auto: 3 x hls.segment_seconds) or between hls.segment_seconds and 120")
+    if not 0 <= cfg.hls.reconnect_grace_seconds <= 3600:  # also refuses nan and inf
+        raise ConfigError("hls.reconnect_grace_seconds", "expected between 0 and 3600 seconds")
     if not 2 <= cfg.hls.window <= 100:
         raise ConfigError("hls.window", "expected between 2 and 100")
     if cfg.store.max_bytes < 16 * 1024 * 1024:
@@ -180,6 +251,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("rtmp.max_chunk_size", "expected between 1024 and 16777216")
     if not 64 * 1024 <= cfg.rtmp.max_message_size <= 64 * 1024 * 1024:
         raise ConfigError("rtmp.max_message_size", "expected between 65536 and 67108864")
+    _validate_rtmp_limits(cfg.rtmp)
     for name, value in (("rtmp.handshake_timeout", cfg.rtmp.handshake_timeout),
                         ("rtmp.idle_timeout", cfg.rtmp.idle_timeout),
                         ("srt.idle_timeout", cfg.srt.idle_timeout),
