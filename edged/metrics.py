@@ -16,6 +16,10 @@ PUBLISH_REFUSED = Counter("edged_publish_refused_total", "Publishes refused, by 
 
 SEGMENTS_WRITTEN = Counter("edged_segments_written_total", "Segments written to the store", ["rendition"])
 SEGMENT_BYTES = Counter("edged_segment_bytes_total", "Segment payload bytes written", ["rendition"])
+HLS_FORCED_CUTS = Counter("edged_hls_forced_cuts_total", "Segments cut at hls.max_segment_seconds without a keyframe "
+                          "(the source's keyframe interval is longer)", ["rendition"])
+HLS_OVER_TARGET = Counter("edged_hls_segments_over_target_total",
+                          "Segments whose rounded duration exceeds the playlist's EXT-X-TARGETDURATION", ["rendition"])
 INGEST_TO_PLAYLIST = Histogram(
     "edged_ingest_to_playlist_seconds",
     "Time from a segment's first packet arriving at the ingest socket to the segment being listed",
@@ -30,3 +34,15 @@ STORE_EVICTED = Counter("edged_store_evicted_segments_total", "Segments evicted 
 
 HTTP_REQUESTS = Counter("edged_http_requests_total", "HTTP requests by route and status class", ["route", "code"])
 HTTP_BYTES = Counter("edged_http_sent_bytes_total", "Response body bytes sent", ["route"])
+HTTP_CONNECTIONS = Gauge("edged_http_connections", "Open HTTP connections")
+HTTP_CONNECTION_LIMIT = Gauge("edged_http_connection_limit", "HTTP connection cap in force (config and descriptor limit)")
+HTTP_REFUSED = Counter("edged_http_connections_refused_total",
+                       "HTTP connections closed at accept, by reason (max_connections, per_address)", ["reason"])
+HTTP_EVICTED = Counter("edged_http_connections_evicted_total",
+                       "Idle HTTP connections closed at the connection cap to admit a new one")
+HTTP_TIMEOUTS = Counter("edged_http_timeouts_total",
+                        "HTTP connections closed by a timeout, by kind (header, keepalive, send)", ["kind"])
+HTTP_BAD_REQUESTS = Counter("edged_http_bad_requests_total", "Malformed HTTP requests answered 400 and closed")
+ACCEPT_ERRORS = Counter("edged_accept_errors_total",
+                        "accept() calls failed on a listening socket (EMFILE, ENFILE, ENOBUFS, ENOMEM); asyncio "
+                        "pauses that listener for 1 s")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import resource
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -10,8 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edged import metrics
 from edged.config import Config, parse_hostport
+from edged.http.guard import ConnectionGuard, Limits
 from edged.http.hls import HlsHandlers
 from edged.http.meter import ViewerMeter
+from edged.http.server import GuardedRunner, ServerLog
+from edged.log import QuietLog
 from edged.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,8 @@ class HttpFront:
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics_view)
         self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.guard: ConnectionGuard | None = None
         self.port = 0
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
@@ -73,15 +81,37 @@ class HttpFront:
 
     async def start(self) -> None:
         host, port = parse_hostport(self.cfg.http.listen, "http.listen")
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        limits = Limits.from_config(self.cfg.http, nofile if nofile != resource.RLIM_INFINITY else 1 << 20)
+        self.guard = guard = ConnectionGuard(limits)
+        metrics.HTTP_CONNECTION_LIMIT.set(limits.max_connections)
+        # aiohttp's keep-alive timer is a backstop behind the guard's sweep (which counts what it closes)
+        backstop = limits.keepalive_timeout + max(1.0, 2 * limits.sweep_interval)
+        self._runner = GuardedRunner(self.app, guard, access_log=None, keepalive_timeout=backstop,
+                                     logger=ServerLog(logging.getLogger("edged.http.server")))
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
-        log.info("HTTP listening on %s:%d", host, self.port)
+        self.port = site.port
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(guard))
+        log.info("HTTP listening on %s:%d (at most %d connections, %d per address; descriptor limit %d)",
+                 host, self.port, limits.max_connections, limits.per_address, nofile)
+
+    async def _sweep(self, guard: ConnectionGuard) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = QuietLog(log)
+        while True:
+            await asyncio.sleep(guard.limits.sweep_interval)
+            try:
+                guard.sweep(loop.time())
+            except Exception as exc:  # a bug here must not end the timeouts for good
+                quiet.log("sweep", logging.ERROR, "HTTP connection sweep failed: %r", exc)
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._runner is not None:
             await self._runner.cleanup()
