@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import resource
 import signal
 import time
 from typing import Any, Protocol
 
-from edged import __version__, sdnotify
+from edged import __version__, metrics, sdnotify
 from edged.agent.status import NodeStatus
 from edged.config import Config, parse_hostport
 from edged.errors import DependencyMissing
 from edged.http.app import HttpFront
 from edged.ingest.auth import StaticAuthorizer, StreamKeyAuthorizer
 from edged.ingest.rtmp_server import RtmpServer
+from edged.log import QuietLog
 from edged.media.hub import StreamHub
 from edged.media.stream import Stream
 from edged.media.transcode.supervisor import Admission, PipelineSupervisor
@@ -30,6 +33,53 @@ class Component(Protocol):
 
 
 STOP_GRACE = 10.0  # s for each component to stop
+NOFILE_UNLIMITED = 1 << 20  # descriptors asked for when the hard limit is "unlimited" (the kernel's nr_open default)
+_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (systemd's LimitNOFILE=); returns the soft limit now.
+
+    The HTTP front sizes its connection cap from this figure, so it is logged at start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("descriptor limit (RLIMIT_NOFILE) stays at %d: raising it to %d failed: %s", soft, target, exc)
+            return soft
+        log.info("descriptor limit (RLIMIT_NOFILE) raised from %d to %d (the hard limit)", soft, target)
+        return target
+    log.info("descriptor limit (RLIMIT_NOFILE) is %d", soft)
+    return soft
+
+
+def install_loop_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio reports every failed accept() (out of descriptors or buffers) with a traceback, up to a
+    listen backlog's worth per attempt (Python 3.11 keeps calling accept() after EMFILE), and pauses the
+    listener for 1 s: count them and log one line per interval instead. Everything else as before."""
+    previous = loop.get_exception_handler()
+    quiet = QuietLog(log)
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS and "accept" in str(context.get("message", "")):
+            metrics.ACCEPT_ERRORS.inc()
+            sock: Any = context.get("socket")
+            try:
+                host, port = sock.getsockname()[:2]
+                where = f"{host}:{port}"
+            except (AttributeError, OSError, TypeError, ValueError):
+                where = "?"
+            quiet.warning("accept", "accept failed on %s: %s (the listener pauses for 1 s)", where, exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class EdgeApp:
@@ -202,6 +252,8 @@ class EdgeApp:
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop."""
         loop = asyncio.get_running_loop()
+        install_loop_exception_handler(loop)
+        raise_nofile_limit()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_event.set)
         try:
