@@ -10,16 +10,19 @@ Two sources, one rule for how long they are believed:
     inside libsrt's listen callback, and `authorize()` falls back to it when the controller cannot be
     asked (unreachable, or no answer within AUTHORIZE_TIMEOUT).
 
-Bound (`origin.auth_cache_seconds`, C): while the link to the controller is up the table is current
-(a rotated or deleted key is refused from the moment the push arrives, and the controller refuses it
-itself); once the link is lost the table is believed for C more seconds, then every key is refused
-until a new link has delivered a fresh table. The link's loss is seen at once when the controller
-closes or resets the connection, and within the gRPC keepalive (edged/agent/link.py: 20 s + 10 s)
-when the network silently drops packets. A table is never read from disk: an edge that starts while
-the controller is unreachable refuses every publish until it connects.
+Bound (`origin.auth_cache_seconds`, C), counted from the last time the controller was *heard from*
+(any message on its stream, or an answer to AuthorizePublish), not from when the link was seen to
+break: the table is believed until C seconds after that, so the bound holds even while a hung
+controller's connection still looks open. While the link is up, a controller that sends a pulse at
+least every P seconds (Welcome.pulse_seconds) keeps the table current for as long as it is heard from
+within the link's silence limit (edged/agent/link.py: 3 pulses), whatever C is; a rotated or deleted
+key is refused from the moment the push arrives (and the controller refuses it itself). After C (or
+the silence limit, whichever is later) every key is refused until a new link has delivered a fresh
+table. A table is never read from disk: an edge that starts while the controller is unreachable
+refuses every publish until it connects.
 
-Loop-only except `lookup`, which any thread may call: it reads one dict and two floats (atomic under
-the GIL) and never blocks.
+Loop-only except `lookup`, which any thread may call: it reads one dict, a few floats and a flag
+(each read atomic under the GIL) and never blocks.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from prometheus_client import Counter, Gauge
 
 from edged.agent.errors import ControllerUnavailable
 from edged.errors import AuthError
+from edged.log import QuietLog
 
 log = logging.getLogger("edged.agent.auth")
 
@@ -43,6 +47,8 @@ MAX_PLACEMENTS = 1024  # pending placements kept (each stream takes one at its s
 AUTHORIZATIONS = Counter("edged_publish_authorizations_total", "Publish authorizations by the controller or the "
                          "cached key table, by result", ["via", "result"])
 KEY_TABLE = Gauge("edged_key_table_channels", "Channels in the key table pushed by the controller")
+KEY_TABLE_FRESH = Gauge("edged_key_table_fresh", "1 while the key table pushed by the controller may answer publishes "
+                        "(origin.auth_cache_seconds)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +88,13 @@ class ControllerAuthorizer:
         self._by_digest: dict[str, str] = {}  # key digest → channel
         self._digest_of: dict[str, str] = {}  # channel → key digest
         self._staging: dict[str, str] | None = None  # a full table arriving in several messages
+        self._have_table = False  # a complete table arrived over some link (never from disk)
         self._link_up = False
-        self._down_since: float | None = None  # monotonic; None: never had a table
+        self._heard_at = float("-inf")  # monotonic: the controller's last message or answer
+        self._silence_limit = float("inf")  # s the link may stay silent and still count as up (no pulses: inf)
         self._placements: dict[str, tuple[PlacementOrder, float]] = {}
+        self._quiet = QuietLog(log)  # publishers may retry without end
+        KEY_TABLE_FRESH.set_function(lambda: float(self.fresh()))
         # Called with a channel whose key was rotated or revoked: its live publisher is disconnected.
         self.on_revoked: Callable[[str], None] | None = None
 
@@ -92,10 +102,25 @@ class ControllerAuthorizer:
 
     def fresh(self) -> bool:
         """Whether the key table may be believed now."""
-        if self._link_up:
-            return True
-        since = self._down_since
-        return since is not None and self._clock() - since <= self.cache_seconds
+        if not self._have_table:
+            return False
+        quiet = self._clock() - self._heard_at
+        return quiet <= self.cache_seconds or (self._link_up and quiet <= self._silence_limit)
+
+    def silence(self) -> float:
+        """Seconds since the controller was last heard from (inf: never)."""
+        return self._clock() - self._heard_at
+
+    def async_heard(self) -> None:
+        """A message (or an answer) came from the controller just now."""
+        self._heard_at = self._clock()
+
+    def async_link_up(self, silence_limit: float = float("inf")) -> None:
+        """A stream to the controller is open (its Welcome arrived); it counts as down after `silence_limit`
+        seconds without a message (inf: the controller sends no pulses, only the link's end tells)."""
+        self._link_up = True
+        self._silence_limit = silence_limit
+        self.async_heard()
 
     def async_table(self, entries: Iterable[tuple[str, str]], *, full: bool, more: bool = False) -> None:
         """(channel, key digest) pairs: a full table (possibly in parts), or upserts."""
@@ -110,8 +135,9 @@ class ControllerAuthorizer:
             revoked = [c for c, d in self._digest_of.items() if staged.get(c) != d]
             self._digest_of = staged
             self._by_digest = {d: c for c, d in staged.items()}  # swapped whole: lookup() may run in a thread
-            self._link_up = True
-            self._down_since = None
+            self._have_table = True
+            self._link_up = True  # it came over a link that is up
+            self.async_heard()
             KEY_TABLE.set(len(staged))
             log.info("key table from the controller: %d channel(s)", len(staged))
             if self.on_revoked is not None:
@@ -141,10 +167,8 @@ class ControllerAuthorizer:
             self.on_revoked(channel)
 
     def async_link_down(self) -> None:
-        """The stream to the controller ended: the table ages from now."""
-        if self._link_up:
-            self._link_up = False
-            self._down_since = self._clock()
+        """The stream to the controller ended: the table ages from when the controller was last heard from."""
+        self._link_up = False
         self._staging = None
 
     # --- StreamKeyAuthorizer --------------------------------------------------------------------------
@@ -163,6 +187,7 @@ class ControllerAuthorizer:
             if not isinstance(exc, ControllerUnavailable):
                 log.exception("asking the controller failed")
             return self._from_table(stream_key, protocol, remote, exc)
+        self.async_heard()
         if not grant.allowed:
             AUTHORIZATIONS.labels("controller", "refused").inc()
             raise AuthError(grant.reason or "refused by the origin controller")
@@ -178,18 +203,18 @@ class ControllerAuthorizer:
         if channel is None:
             AUTHORIZATIONS.labels("cache", "refused").inc()
             if not self.fresh():
-                if self._down_since is None:
+                if not self._have_table:
                     why = "no key table from it yet"
                 else:
-                    why = (f"the key table it pushed expired ({self.cache_seconds:g} s after the link was lost, "
-                           "origin.auth_cache_seconds)")
+                    why = (f"the key table it pushed expired (nothing heard from the controller for "
+                           f"{self.silence():.1f} s; origin.auth_cache_seconds is {self.cache_seconds:g})")
             else:
                 why = "the key is not in the key table it pushed"
             raise AuthError(f"the origin controller cannot be asked ({exc or 'timed out'}) and {why}")
         AUTHORIZATIONS.labels("cache", "allowed").inc()
         self._placements.pop(channel, None)  # no order: the node decides the ladder itself
-        log.warning("channel=%s %s publish from %s allowed by the cached key table: the controller cannot be "
-                    "asked (%s)", channel, protocol, remote, exc or "timed out")
+        self._quiet.warning("cache-allowed", "channel=%s %s publish from %s allowed by the cached key table: the "
+                            "controller cannot be asked (%s)", channel, protocol, remote, exc or "timed out")
         return channel
 
     # --- placement, for the transcode supervisor -----------------------------------------------------

@@ -5,6 +5,7 @@
         ├── EnrollmentError        permanent: bad, reused or expired token, wrong controller, no token;
         │                          Agent.start() raises it and edged exits 1 with its message
         └── ControllerUnavailable  transient: the controller cannot be reached; retried in the background
+            └── ControllerSilent   the stream is open but the controller sent nothing for too long (hung)
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ class EnrollmentError(AgentError):
 
 class ControllerUnavailable(AgentError):
     """The controller could not be reached (retried with backoff)."""
+
+
+class ControllerSilent(ControllerUnavailable):
+    """The stream to the controller is open but nothing came down it within the silence limit."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import socket
 import time
@@ -31,16 +32,18 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from prometheus_client import Counter, Gauge
 
 import edged
 from edged.agent import convert, enroll
 from edged.agent.authorizer import ControllerAuthorizer, Grant
-from edged.agent.errors import ControllerUnavailable, EnrollmentError
+from edged.agent.errors import ControllerSilent, ControllerUnavailable, EnrollmentError
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GpuState, Telemetry, read_host
 from edged.common.fingerprint import fingerprint_pem
 from edged.common.hostport import join_hostport
 from edged.config import Config, parse_hostport
+from edged.log import QuietLog
 from edgenet.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
 log = logging.getLogger("edged.agent")
@@ -54,18 +57,49 @@ DISCOVERY_WAIT = 3.0  # s listening for a controller when --origin auto
 GOODBYE_TIMEOUT = 1.0  # s
 AUTHORIZE_TIMEOUT = 3.0  # s a publisher waits for the controller before the cached key table answers
 EVENT_QUEUE = 256  # stream events kept for the controller while the link is down (oldest dropped)
+WRITE_TIMEOUT = 10.0  # s one write on the controller stream may take (a controller that stopped reading)
+SILENCE_PULSES = 3  # pulse intervals without a message before the controller counts as down (its lost rule)
+MIN_SILENCE = 1.0  # s: the shortest silence that counts the controller down
+KEEPALIVE_MIN, KEEPALIVE_MAX = 1.0, 10.0  # s: gRPC keepalive pings every 2 heartbeats, within these bounds
+
+LINK_UP = Gauge("edged_controller_link_up", "1 while the stream to the origin controller is open and the "
+                "controller is heard from")
+LINK_LOST = Counter("edged_controller_link_lost_total", "Streams to the origin controller that ended, by why: "
+                    "closed (by the controller), silent (nothing heard within the silence limit), failed "
+                    "(transport error, keepalive or write timeout)", ["reason"])
+SILENCE = Gauge("edged_controller_silence_seconds", "Seconds since the origin controller was last heard from "
+                "(-1 before the first time)")
 
 _PERMANENT = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
               grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
-def _channel_options() -> list[tuple[str, Any]]:
-    return [
-        ("grpc.ssl_target_name_override", enroll.CONTROLLER_TLS_NAME),
-        ("grpc.keepalive_time_ms", 20_000),  # keeps NAT bindings open and notices a vanished controller
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-    ]
+def _channel_options(keepalive: float | None = None) -> list[tuple[str, Any]]:
+    """Options of a channel to the controller; `keepalive` (s) for the long-lived edge stream's channel: a
+    ping every `keepalive` seconds that must be answered within as long, or the transport is closed (a
+    controller whose process hangs still has its kernel ACK TCP; only the process answers pings). Unary-only
+    channels go without: every call on them has a deadline."""
+    options: list[tuple[str, Any]] = [("grpc.ssl_target_name_override", enroll.CONTROLLER_TLS_NAME)]
+    if keepalive is not None:
+        ms = int(keepalive * 1000)
+        options += [
+            ("grpc.keepalive_time_ms", ms),  # also keeps NAT bindings open
+            ("grpc.keepalive_timeout_ms", ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),  # a stalled write must not stop the pings
+        ]
+    return options
+
+
+def keepalive_seconds(heartbeat: float) -> float:
+    """The stream's keepalive ping interval (and answer timeout) for a node reporting every `heartbeat` s;
+    the controller accepts pings down to every 0.5 s (originctl/server/app.py)."""
+    return max(KEEPALIVE_MIN, min(KEEPALIVE_MAX, 2 * heartbeat))
+
+
+def silence_limit(pulse_seconds: float) -> float:
+    """How long the stream may stay silent before the controller counts as down (inf: it sends no pulses)."""
+    return max(MIN_SILENCE, SILENCE_PULSES * pulse_seconds) if pulse_seconds > 0 else math.inf
 
 
 def _map_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -111,8 +145,12 @@ class Agent:
         self._first_enroll: asyncio.Task[enroll.Identity] | None = None  # outlived Agent.start()
         self._stub: Any = None  # EdgeServiceStub of the open session
         self._events: deque[Any] = deque(maxlen=EVENT_QUEUE)
+        self._live: dict[str, Any] = {}  # channel → its latest StreamEvent(started), told again after each Welcome
         self._flushing: asyncio.Task[None] | None = None
+        self._stream_heard = 0.0  # monotonic: the last message on the open stream (the silence watchdog's clock)
+        self._quiet = QuietLog(log)  # link losses are the controller's (or the network's) doing: bounded lines
         self.authorizer = ControllerAuthorizer(cfg.origin.auth_cache_seconds, self.authorize_publish)
+        SILENCE.set_function(lambda: -1.0 if math.isinf(s := self.authorizer.silence()) else s)
 
     @property
     def enabled(self) -> bool:
@@ -292,7 +330,8 @@ class Agent:
         host, port = await self._resolve(fingerprint_pem(ident.ca_pem))
         edge_port = await self._edge_port(ident, host, port)
         creds = grpc.ssl_channel_credentials(ident.ca_pem, ident.key_pem, ident.cert_pem)
-        async with grpc.aio.secure_channel(join_hostport(host, edge_port), creds, options=_channel_options()) as channel:
+        async with grpc.aio.secure_channel(join_hostport(host, edge_port), creds,
+                                           options=_channel_options(keepalive_seconds(self.heartbeat))) as channel:
             call = edge_pb2_grpc.EdgeServiceStub(channel).Connect()
             self._call = call
             gpu = self.telemetry.last or await self.telemetry.sample()
@@ -300,30 +339,53 @@ class Agent:
             first = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise ControllerUnavailable("the controller closed the stream before its Welcome")
-            self.draining = first.welcome.draining
+            welcome = first.welcome
+            limit = silence_limit(welcome.pulse_seconds)
+            self._heard()
+            self.authorizer.async_link_up(limit)
+            self.draining = welcome.draining
             self._stub = edge_pb2_grpc.EdgeServiceStub(channel)
             self.connected = True
             self._linked = True
-            log.info("connected to the controller at %s:%d as node %s (state %s)", host, edge_port,
-                     ident.node_id, common_pb2.NodeState.Name(first.welcome.state))
-            reader = asyncio.create_task(self._read_commands(call))
+            self._announce_live()
+            LINK_UP.set(1)
+            log.info("connected to the controller at %s:%d as node %s (state %s; it counts as down after %s "
+                     "without a message)", host, edge_port, ident.node_id, common_pb2.NodeState.Name(welcome.state),
+                     f"{limit:.1f} s" if limit != math.inf else "the stream's end")
+            tasks = {asyncio.create_task(self._read_commands(call), name="edged-agent-read"),
+                     asyncio.create_task(self._heartbeats(call), name="edged-agent-report"),
+                     asyncio.create_task(self._watch(limit, welcome.pulse_seconds), name="edged-agent-watch")}
             try:
-                await self._heartbeats(call, reader)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # the first failure surfaces here; else the reader saw the stream's end
+            except ControllerSilent:
+                LINK_LOST.labels("silent").inc()
+                raise
+            except BaseException:
+                LINK_LOST.labels("failed").inc()
+                raise
+            else:
+                LINK_LOST.labels("closed").inc()
             finally:
+                LINK_UP.set(0)
                 self._stub = None
+                self.connected = False
                 self.authorizer.async_link_down()
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
                 call.cancel()
         if not self._stopping:
-            log.warning("the controller closed the stream; reconnecting")
+            self._quiet.warning("closed", "the controller closed the stream; reconnecting")
 
-    async def _heartbeats(self, call: Any, reader: asyncio.Task[None]) -> None:
+    async def _heartbeats(self, call: Any) -> None:
         loop = asyncio.get_running_loop()
         seq = 0
         next_at = loop.time()
-        while not reader.done():
+        while True:
             gpu = await self.telemetry.sample()
             seq += 1
             msg = convert.report(convert.report_to_pb(seq, int(time.time() * 1e6), gpu, read_host(),
@@ -333,14 +395,30 @@ class Agent:
             now = loop.time()
             if next_at < now:  # fell behind (suspended, or a slow NVML): skip, never burst
                 next_at = now + self.heartbeat
-            await asyncio.wait({reader}, timeout=next_at - now)
-        reader.result()  # the stream's end (or its error) surfaces here
+            await asyncio.sleep(next_at - now)
+
+    def _heard(self) -> None:
+        self._stream_heard = time.monotonic()
+        self.authorizer.async_heard()
+
+    async def _watch(self, limit: float, pulse_seconds: float) -> None:
+        """Raise ControllerSilent once nothing came down the stream for `limit` seconds: a controller whose
+        process hangs keeps its TCP connection open, so only its silence tells (keepalive is the backstop)."""
+        if math.isinf(limit):
+            await asyncio.Future()  # an older controller without pulses: only the stream's end tells
+        while True:
+            quiet = time.monotonic() - self._stream_heard
+            if quiet > limit:
+                raise ControllerSilent(f"nothing heard from the controller for {quiet:.1f} s ({SILENCE_PULSES} "
+                                       f"pulses of {pulse_seconds:g} s): it counts as down")
+            await asyncio.sleep(limit - quiet + 0.01)
 
     async def _read_commands(self, call: Any) -> None:
         while True:
             msg = await call.read()
             if msg is grpc.aio.EOF:
                 return
+            self._heard()
             body = msg.WhichOneof("body")
             if body == "key_table":
                 self.authorizer.async_table(convert.key_entries(msg.key_table), full=msg.key_table.full,
@@ -357,10 +435,17 @@ class Agent:
                     await self._write(call, convert.command_result(cmd.id, False, "unknown command"))
 
     async def _write(self, call: Any, msg: Any, *, events_first: bool = False) -> None:
+        """One message (after the queued stream events), within WRITE_TIMEOUT: a controller that stopped
+        reading must not hold the link (or the edge's reports) forever."""
         async with self._write_lock:  # grpc.aio allows one write in flight per call
-            if events_first:
-                await self._write_events(call)
-            await call.write(msg)
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    if events_first:
+                        await self._write_events(call)
+                    await call.write(msg)
+            except TimeoutError:
+                raise ControllerUnavailable(f"a write to the controller did not finish within {WRITE_TIMEOUT:g} s "
+                                            "(it stopped reading)") from None
 
     async def _write_events(self, call: Any) -> None:
         """Under the write lock: queued stream events, oldest first (one leaves the queue once written)."""
@@ -385,12 +470,23 @@ class Agent:
     def async_stream_started(self, channel: str, protocol: str, *, time_unix_ms: int, transcode: bool, encoder: str,
                              renditions: tuple[str, ...], reason: str, by_controller: bool) -> None:
         """A stream started (or, with the same time, an update of it: its renditions once the source is probed)."""
-        self._queue_event(convert.stream_started(channel, protocol, time_unix_ms, transcode=transcode,
-                                                 encoder=encoder, renditions=renditions, reason=reason,
-                                                 by_controller=by_controller))
+        msg = convert.stream_started(channel, protocol, time_unix_ms, transcode=transcode, encoder=encoder,
+                                     renditions=renditions, reason=reason, by_controller=by_controller)
+        if self.enabled:
+            self._live[channel] = msg
+        self._queue_event(msg)
 
     def async_stream_ended(self, channel: str, protocol: str) -> None:
+        self._live.pop(channel, None)
         self._queue_event(convert.stream_ended(channel, protocol, int(time.time() * 1000)))
+
+    def _announce_live(self) -> None:
+        """After a Welcome: tell again of every live stream (its real start time, protocol and placement), before
+        the first report, so a controller that restarted, or ended the streams of this node while the link was
+        down, keeps (or gets back) its true record instead of one made up from a report."""
+        for msg in self._live.values():
+            if msg not in self._events:
+                self._events.append(msg)
 
     def _queue_event(self, msg: Any) -> None:
         if not self.enabled:
@@ -404,7 +500,7 @@ class Agent:
         if call is None or not self.connected:
             return  # sent after the next Welcome, before the first report
         try:
-            async with self._write_lock:
+            async with self._write_lock, asyncio.timeout(WRITE_TIMEOUT):
                 await self._write_events(call)
-        except Exception as exc:  # the stream broke: the link reconnects and sends them then
+        except Exception as exc:  # the stream broke (or stalled): the link reconnects and sends them then
             log.debug("stream events not sent yet: %s", exc)

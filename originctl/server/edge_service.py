@@ -29,6 +29,8 @@ from originctl.server.streams import StreamBook, new_stream_id
 log = logging.getLogger("originctl.edge")
 
 HELLO_TIMEOUT = 10.0  # s from stream open to the edge's Hello
+WRITE_TIMEOUT = 10.0  # s one write down an edge stream may take (an edge that stopped reading is dropped)
+PULSE_MIN, PULSE_MAX = 0.1, 30.0  # s: bounds of the pulse interval (the edge's heartbeat)
 KEY_TABLE_CHUNK = 5000  # entries per KeyTable message (~0.5 MB): far below gRPC's 4 MB message cap
 
 
@@ -134,17 +136,27 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "send Hello first")
         if first is grpc.aio.EOF or not first.HasField("hello"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be Hello")
-        session = Session(node_id=node_id, peer=context.peer())
-        entry = self.registry.async_attach(node_id, convert.node_info_from_pb(first.hello.info), session)
-        await context.write(edge_pb2.ControllerMessage(welcome=edge_pb2.Welcome(
-            node_id=node_id, state=convert.STATE_TO_PB[entry.health.state],
-            server_time_unix_us=int(time.time() * 1e6), draining=entry.health.draining)))
-        # The key table follows the Welcome; changes made from here on are queued in the session's
-        # outbox (attached above) and reach the edge after it, so the edge never misses one.
-        table = [(c.name, c.key_sha256) for c in self.channels.all()]
-        for i in range(0, max(1, len(table)), KEY_TABLE_CHUNK):
-            chunk = table[i:i + KEY_TABLE_CHUNK]
-            await context.write(convert.key_table_to_pb(chunk, full=i == 0, more=i + KEY_TABLE_CHUNK < len(table)))
+        info = convert.node_info_from_pb(first.hello.info)
+        # the edge hears from us at least once per its own heartbeat: it counts us down after a few silent ones
+        pulse = min(PULSE_MAX, max(PULSE_MIN, info.heartbeat_seconds))
+        session = Session(node_id=node_id, peer=context.peer(), pulse_seconds=pulse)
+        entry = self.registry.async_attach(node_id, info, session)
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await context.write(edge_pb2.ControllerMessage(welcome=edge_pb2.Welcome(
+                    node_id=node_id, state=convert.STATE_TO_PB[entry.health.state],
+                    server_time_unix_us=int(time.time() * 1e6), draining=entry.health.draining,
+                    pulse_seconds=pulse)))
+                # The key table follows the Welcome; changes made from here on are queued in the session's
+                # outbox (attached above) and reach the edge after it, so the edge never misses one.
+                table = [(c.name, c.key_sha256) for c in self.channels.all()]
+                for i in range(0, max(1, len(table)), KEY_TABLE_CHUNK):
+                    chunk = table[i:i + KEY_TABLE_CHUNK]
+                    await context.write(convert.key_table_to_pb(chunk, full=i == 0,
+                                                                more=i + KEY_TABLE_CHUNK < len(table)))
+        except BaseException:
+            self.registry.async_detach(node_id, session)
+            raise
         writer = asyncio.create_task(self._pump(session, context))
         reader = asyncio.create_task(self._read(node_id, session, context))
         closed = asyncio.create_task(session.closed.wait())
@@ -182,9 +194,22 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             # chat: the chat relay
 
     async def _pump(self, session: Session, context: grpc.aio.ServicerContext) -> None:
+        """The session's outbox down the stream; a Pulse whenever nothing else went for `pulse_seconds`. A
+        write that takes over WRITE_TIMEOUT ends the stream (the edge stopped reading)."""
         while True:
-            msg = await session.outbox.get()
-            await context.write(msg)
+            try:
+                async with asyncio.timeout(session.pulse_seconds):
+                    msg = await session.outbox.get()
+            except TimeoutError:
+                msg = edge_pb2.ControllerMessage(pulse=edge_pb2.Pulse(server_time_unix_us=int(time.time() * 1e6)))
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await context.write(msg)
+            except TimeoutError:
+                # once per stream (which takes an enrolled node's certificate to open): no rate limit needed
+                log.info("node %s: a write did not finish within %g s (the edge stopped reading); ending its stream",
+                         session.node_id, WRITE_TIMEOUT)
+                return
 
     def _stream_event(self, node_id: str, ev: edge_pb2.StreamEvent) -> None:
         now_ms = int(time.time() * 1000)

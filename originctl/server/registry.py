@@ -40,6 +40,7 @@ class Session:
 
     node_id: str
     peer: str
+    pulse_seconds: float = 2.0  # the edge hears from us at least this often (a Pulse when nothing else)
     outbox: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(OUTBOX_SIZE))
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -50,14 +50,14 @@ class EdgeNode:
     """`edged run --origin` with prefixes and coordinates in its config; passthrough only (--no-transcode)."""
 
     def __init__(self, procs: Procs, tmp: Path, name: str, prefixes: list[str], loc: tuple[float, float],
-                 srt: bool = False) -> None:
+                 srt: bool = False, auth_cache: float = AUTH_CACHE) -> None:
         self.procs, self.name = procs, name
         self.data = tmp / name
         self.http, self.rtmp = free_port(), free_port()
         self.srt = free_port(socket.SOCK_DGRAM) if srt else 0
         self.config = tmp / f"{name}.toml"
         self.config.write_text(
-            f"[origin]\nheartbeat_seconds = {HEARTBEAT}\nauth_cache_seconds = {AUTH_CACHE}\n"
+            f"[origin]\nheartbeat_seconds = {HEARTBEAT}\nauth_cache_seconds = {auth_cache}\n"
             f'[node]\nname = "{name}"\nadvertise = false\nprefixes = {json.dumps(prefixes)}\n'
             f"latitude = {loc[0]}\nlongitude = {loc[1]}\n")
 

@@ -78,11 +78,13 @@ async def test_outage_is_bridged_for_cache_seconds_then_refused(clock: Clock) ->
     ctl = Controller({"k1": "news"})
     a = ControllerAuthorizer(5.0, ctl, clock=clock)
     a.async_table(table({"k1": "news"}), full=True)
-    clock.now += 3600  # while the link is up the table never ages
+    clock.now += 3600  # while the link is up (and the controller sends no pulses) the table never ages
     assert a.fresh()
+    a.async_heard()  # the controller's last message
+    clock.now += 2.0
     ctl.down = True
-    a.async_link_down()
-    clock.now += 4.9
+    a.async_link_down()  # seen 2 s after it was last heard from: the bound counts from the last message
+    clock.now += 2.9
     assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"
     assert a.placement_for("news") is None  # no order from the controller: the node decides
     assert a.lookup("k1") == "news"
@@ -90,7 +92,8 @@ async def test_outage_is_bridged_for_cache_seconds_then_refused(clock: Clock) ->
         await a.authorize("other", protocol="rtmp", remote="peer")
     clock.now += 0.2
     assert not a.fresh() and a.lookup("k1") is None
-    with pytest.raises(AuthError, match=r"expired \(5 s after the link was lost"):
+    with pytest.raises(AuthError, match=r"expired \(nothing heard from the controller for 5\.1 s; "
+                                         r"origin.auth_cache_seconds is 5\)"):
         await a.authorize("k1", protocol="rtmp", remote="peer")
     # the link is back: a fresh table restores service at once
     ctl.down = False
@@ -121,3 +124,47 @@ async def test_a_failing_controller_call_falls_back_to_the_table(clock: Clock) -
     a = ControllerAuthorizer(5.0, broken, clock=clock)
     a.async_table(table({"k1": "news"}), full=True)
     assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"
+
+
+async def test_a_silent_link_counts_from_the_last_message_even_while_it_looks_up(clock: Clock) -> None:
+    """A hung controller: its connection stays open, its messages stop. The bound holds without the link's end."""
+    a = ControllerAuthorizer(5.0, clock=clock)
+    a.async_link_up(silence_limit=6.0)  # Welcome: pulses every 2 s, down after 3 silent ones
+    a.async_table(table({"k1": "news"}), full=True)
+    for _ in range(100):  # pulses keep a quiet link current
+        clock.now += 2.0
+        a.async_heard()
+    assert a.fresh() and a.lookup("k1") == "news"
+    clock.now += 5.0  # the controller hangs; the link still looks up
+    assert a.fresh() and a.silence() == 5.0
+    clock.now += 0.1
+    assert a.fresh()  # within the silence limit a live link still answers ...
+    clock.now += 1.0
+    assert not a.fresh() and a.lookup("k1") is None  # ... never past max(cache, limit) after the last message
+    a.async_heard()  # it wakes up (SIGCONT): heard again, the table answers again
+    assert a.lookup("k1") == "news"
+
+
+async def test_zero_cache_answers_only_while_the_link_is_heard_from(clock: Clock) -> None:
+    a = ControllerAuthorizer(0.0, clock=clock)
+    a.async_link_up(silence_limit=1.0)
+    a.async_table(table({"k1": "news"}), full=True)
+    clock.now += 0.9
+    assert a.lookup("k1") == "news"  # SRT's handshake callback answers from the table while the link is live
+    clock.now += 0.2
+    assert a.lookup("k1") is None
+    a.async_heard()
+    a.async_link_down()
+    clock.now += 0.001
+    assert a.lookup("k1") is None
+
+
+async def test_an_answer_from_the_controller_counts_as_heard(clock: Clock) -> None:
+    ctl = Controller({"k1": "news"})
+    a = ControllerAuthorizer(5.0, ctl, clock=clock)
+    a.async_table(table({"k1": "news"}), full=True)
+    a.async_link_down()
+    clock.now += 4.0
+    assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"  # answered: alive just now
+    clock.now += 4.0
+    assert a.fresh()
