@@ -32,6 +32,16 @@ def test_unit_is_an_appliance_service() -> None:
     assert "--data-dir /var/lib/edged" in d["ExecStart"][0]
 
 
+def test_descriptor_limit_fits_the_http_cap_with_headroom() -> None:
+    from edged.config import HttpConfig
+    from edged.http.guard import descriptor_cap
+
+    (limit,) = _directives()["LimitNOFILE"]
+    soft, _, hard = limit.partition(":")
+    assert soft == (hard or soft)  # one figure: nothing left for edged to raise
+    assert descriptor_cap(int(soft)) >= HttpConfig().max_connections  # the configured cap, not the fds, binds
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     # The unit names the installed path; point it at an executable that exists here.
