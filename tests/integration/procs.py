@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -44,8 +45,10 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
 class EdgeProcess:
     """`python -m edged run` on 127.0.0.1 with its own ports and data dir."""
 
-    def __init__(self, data_dir: Path, channels: dict[str, str], extra: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, channels: dict[str, str], extra: list[str] | None = None,
+                 nofile: int | None = None) -> None:
         self.data_dir = data_dir
+        self.nofile = nofile  # RLIMIT_NOFILE (soft = hard) to start edged with; None = inherit ours
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.channels = channels
@@ -67,7 +70,9 @@ class EdgeProcess:
             args += ["--channel", f"{name}:{key}"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        nofile = self.nofile
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
         log.close()
         wait_for(lambda: self.alive() and http_get(self.http + "/healthz", 1)[0] == 200, 30, "edged /healthz")
         return self
