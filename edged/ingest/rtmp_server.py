@@ -3,9 +3,9 @@
 Hostile load. A connection is *unauthenticated* from accept until its publish is accepted. The
 core holds it to small budgets (see edged.protocols.rtmp.session); the server caps how many such
 connections exist, per source address (IPv6: per /64) and in total, so that the rest of
-`rtmp.max_connections` stays free for publishers that authenticated. At the total cap the oldest
-unauthenticated connection that has not asked to publish yet is closed to admit the newcomer (a
-stranger cannot keep encoders out by holding sockets: each one it holds is the next to go).
+`rtmp.max_connections` stays free for publishers that authenticated. At the total cap an
+unauthenticated connection is closed to admit the newcomer: the oldest still in the RTMP handshake,
+else the oldest past it, never one that asked to publish (so idle sockets cannot keep encoders out).
 After a publish, non-media messages are rate-limited (`rtmp.control_messages_per_second`, bursts
 of 2 s worth) by refilling the core's control credit. Every read is followed by a yield to the
 loop, so a peer with a full socket buffer cannot hold it. Refusals and closes of unauthenticated
@@ -68,7 +68,9 @@ class Admittee(Protocol):
 
     address: str  # the per-address bucket (address_key)
 
-    def evictable(self) -> bool: ...
+    def eviction_rank(self) -> int:
+        """0: never evicted; otherwise higher ranks go first (oldest first within a rank)."""
+        ...
 
     def evict(self, reason: str) -> None: ...
 
@@ -101,7 +103,11 @@ class Admission:
         if self._per_address.get(conn.address, 0) >= cfg.max_unauthenticated_per_address:
             return "too_many_from_address"
         if len(self._pending) >= cfg.max_unauthenticated:
-            victim = next((c for c in self._pending if c.evictable()), None)
+            victim, best = None, 0
+            for c in self._pending:  # oldest first; at most max_unauthenticated of them
+                rank = c.eviction_rank()
+                if rank > best:
+                    victim, best = c, rank
             if victim is None:
                 return "too_many_unauthenticated"
             self._forget(victim)
@@ -159,9 +165,13 @@ class RtmpConnection:
         self.kicked = ""  # why the app ended this publisher, if it did
         self.kicked_metric = "revoked"
 
-    def evictable(self) -> bool:
-        """Unauthenticated and not waiting for a publish decision: the first to go at the cap."""
-        return not self.session.authenticated and self.session.state is not SessionState.PUBLISH_REQUESTED
+    def eviction_rank(self) -> int:
+        """Who goes first at the unauthenticated cap: a connection still in the handshake, then one
+        past it; never one waiting for a publish decision (or a publisher)."""
+        state = self.session.state
+        if self.session.authenticated or state in (SessionState.PUBLISH_REQUESTED, SessionState.PUBLISHING):
+            return 0
+        return 2 if state is SessionState.HANDSHAKE else 1
 
     def evict(self, reason: str) -> None:
         """Close this connection to make room (loop thread): the read loop sees the socket close."""

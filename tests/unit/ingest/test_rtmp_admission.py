@@ -9,15 +9,15 @@ from edged.ingest.rtmp_server import Admission, address_key
 
 
 class FakeConn:
-    """What Admission looks at: an address key, whether it may be evicted, and evict()."""
+    """What Admission looks at: an address key, its eviction rank, and evict()."""
 
-    def __init__(self, address: str, evictable: bool = True) -> None:
+    def __init__(self, address: str, evictable: bool = True, rank: int = 1) -> None:
         self.address = address
-        self._evictable = evictable
+        self.rank = rank if evictable else 0
         self.evicted = ""
 
-    def evictable(self) -> bool:
-        return self._evictable and not self.evicted
+    def eviction_rank(self) -> int:
+        return 0 if self.evicted else self.rank
 
     def evict(self, reason: str) -> None:
         self.evicted = reason
@@ -58,6 +58,16 @@ def test_total_cap_evicts_the_oldest_stranger_not_waiting_for_a_decision() -> No
     assert a.unauthenticated == 4
     a.release(older)  # its task ends
     assert a.open == 4
+
+
+def test_connections_still_in_the_handshake_go_first() -> None:
+    a = admission()
+    past = [FakeConn(f"10.0.0.{i}", rank=1) for i in range(3)]
+    shaking = FakeConn("10.0.0.9", rank=2)
+    for c in (*past, shaking):
+        assert a.admit(c) is None
+    assert a.admit(FakeConn("10.0.1.1")) is None
+    assert shaking.evicted and not any(c.evicted for c in past)
 
 
 def test_total_cap_refuses_when_nobody_can_be_evicted() -> None:
