@@ -5,6 +5,11 @@
     background     GetEndpoints (main port, pinned CA) → Connect (edge port, client certificate) →
                    Hello → Welcome → a Report every heartbeat, commands read concurrently; on any
                    failure: reconnect after an exponential backoff with jitter, with a fresh channel
+                   (at most a heartbeat apart for a while after a working link ended: a restarted
+                   controller expects its nodes back within three heartbeats)
+    liveness       the controller sends something at least every Welcome.pulse_seconds; after
+                   SILENCE_PULSES of them without a message it counts as down (a hung process keeps
+                   its TCP connection open); keepalive pings and a deadline on every write back this up
     Agent.stop()   Goodbye (so the controller marks the node at once), close, release NVML
 
 Over the same link: the controller's key table and revocations feed `agent.authorizer` (a
@@ -53,6 +58,11 @@ RPC_TIMEOUT = 10.0  # s for unary calls
 BACKOFF_BASE = 0.5  # s before the first retry
 BACKOFF_CAP = 30.0  # s: at most this between retries (10,000 edges must not reconnect in lock-step)
 STABLE_AFTER = 30.0  # s connected before the backoff starts again from BACKOFF_BASE
+# After a link that worked (at least GOOD_LINK_HEARTBEATS reports) ends, retries come at least once per heartbeat
+# for REATTACH_WINDOW seconds: a restarted controller counts a node lost after 3 silent heartbeats from its start,
+# so the edge must be back within them (the jitter keeps a fleet from reconnecting in lock-step)
+GOOD_LINK_HEARTBEATS = 3
+REATTACH_WINDOW = 60.0
 DISCOVERY_WAIT = 3.0  # s listening for a controller when --origin auto
 GOODBYE_TIMEOUT = 1.0  # s
 AUTHORIZE_TIMEOUT = 3.0  # s a publisher waits for the controller before the cached key table answers
@@ -115,8 +125,9 @@ class Backoff:
     def __init__(self, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> None:
         self.base, self.cap, self.attempt = base, cap, 0
 
-    def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+    def next(self, limit: float = math.inf) -> float:
+        """The next delay: at most `limit` (the growth goes on underneath, for when the limit is lifted)."""
+        ceiling = min(self.cap, self.base * 2 ** self.attempt, limit)
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 
@@ -141,6 +152,9 @@ class Agent:
         self._call: Any = None
         self._stopping = False
         self._linked = False  # the current attempt got as far as a Welcome
+        self._linked_at = math.inf  # monotonic: when it did
+        self._reattach_until = 0.0  # monotonic: until then, retry at least once per heartbeat, at the last address
+        self._last_address: tuple[str, int] | None = None  # of the controller that last sent a Welcome
         self._write_lock = asyncio.Lock()
         self._first_enroll: asyncio.Task[enroll.Identity] | None = None  # outlived Agent.start()
         self._stub: Any = None  # EdgeServiceStub of the open session
@@ -281,6 +295,7 @@ class Agent:
         while not self._stopping:
             started = time.monotonic()
             self._linked = False
+            self._linked_at = math.inf
             try:
                 if self.identity is None:
                     first, self._first_enroll = self._first_enroll, None
@@ -308,11 +323,14 @@ class Agent:
                 self.connected = False
                 self._call = None
             quiet = True
-            if self._linked and time.monotonic() - started > STABLE_AFTER:
+            now = time.monotonic()
+            if self._linked and now - started > STABLE_AFTER:
                 backoff.reset()
+            if now - self._linked_at >= GOOD_LINK_HEARTBEATS * self.heartbeat:
+                self._reattach_until = now + REATTACH_WINDOW
             if self._stopping:
                 return
-            await asyncio.sleep(backoff.next())
+            await asyncio.sleep(backoff.next(self.heartbeat if now < self._reattach_until else math.inf))
 
     async def _edge_port(self, ident: enroll.Identity, host: str, port: int) -> int:
         creds = grpc.ssl_channel_credentials(ident.ca_pem)
@@ -327,7 +345,10 @@ class Agent:
         return resp.edge_port or ident.edge_port
 
     async def _session(self, ident: enroll.Identity) -> None:
-        host, port = await self._resolve(fingerprint_pem(ident.ca_pem))
+        if self._last_address is not None and time.monotonic() < self._reattach_until:
+            host, port = self._last_address  # re-attaching: no mDNS browse (the controller announces itself last)
+        else:
+            host, port = await self._resolve(fingerprint_pem(ident.ca_pem))
         edge_port = await self._edge_port(ident, host, port)
         creds = grpc.ssl_channel_credentials(ident.ca_pem, ident.key_pem, ident.cert_pem)
         async with grpc.aio.secure_channel(join_hostport(host, edge_port), creds,
@@ -347,6 +368,8 @@ class Agent:
             self._stub = edge_pb2_grpc.EdgeServiceStub(channel)
             self.connected = True
             self._linked = True
+            self._linked_at = time.monotonic()
+            self._last_address = (host, port)
             self._announce_live()
             LINK_UP.set(1)
             log.info("connected to the controller at %s:%d as node %s (state %s; it counts as down after %s "

@@ -106,7 +106,7 @@ class Controller:
         await asyncio.to_thread(self._write_server_files, key_pem, chain_pem)
         self.admin_token, self.admin_token_path = await asyncio.to_thread(
             ensure_admin_token, self.data_path, self.ca.fingerprint)
-        await self.registry.start()
+        await self.registry.start(serving=False)  # nobody is judged silent before the edge port listens
         self._registry_started = True
         await self.channels.load()
         await self.streams.load()
@@ -136,6 +136,7 @@ class Controller:
         self.grpc_port = self._bind(self._main, grpc_host, grpc_port, "grpc",
                                     grpc.ssl_server_credentials([(key_pem, chain_pem)], require_client_auth=False))
         await self._edge.start()
+        self.registry.async_serving()
         await self._main.start()
 
         http_host, http_port = parse_hostport(cfg.http, "http")

@@ -89,6 +89,7 @@ class Registry:
         self.nodes: dict[str, NodeEntry] = {}
         self._writes = PendingWrites()
         self._sweeper: asyncio.Task[None] | None = None
+        self._serving = True  # False from start(serving=False) until async_serving(): nobody is declared lost
         self.listeners: list[NodeListener] = []
 
     def _notify(self, entry: NodeEntry, previous: NodeState | None) -> None:
@@ -103,14 +104,26 @@ class Registry:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, serving: bool = True) -> None:
+        """Load the nodes as the store has them. With serving=False, silence is not judged until
+        async_serving(): the edges cannot re-attach before the edge port listens."""
         now = self._clock()
         for rec in await self.store.list_nodes():
             h = health.restored(rec.state, rec.state_reason, rec.draining, reported=rec.last_report_unix_ms > 0)
             # silence is counted from now: the controller was away, not the node
             self.nodes[rec.id] = NodeEntry(rec, h, rec.state_since_unix_ms, last_report_ms=rec.last_report_unix_ms,
                                            last_report_mono=now)
+        self._serving = serving
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="originctl-sweep")
+
+    def async_serving(self) -> None:
+        """The edge port listens: the silence of nodes not attached yet counts from now, so each restored node
+        has the whole lost rule (3 heartbeats) to re-attach before it is declared lost."""
+        now = self._clock()
+        for entry in self.nodes.values():
+            if entry.session is None:
+                entry.last_report_mono = now
+        self._serving = True
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -234,6 +247,8 @@ class Registry:
 
     def async_sweep(self) -> None:
         """Mark nodes lost that stayed silent too long."""
+        if not self._serving:
+            return
         now = self._clock()
         intervals = self.policy.lost_after_intervals
         for entry in self.nodes.values():

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.procs import ffmpeg_publish
+
 ROOT = Path(__file__).resolve().parents[3]
 APP = ROOT / "edged" / "app.py"
 EDGED_RUNS_AGENT = APP.exists() and "edged.agent" in APP.read_text()
@@ -219,15 +221,42 @@ def test_fleet_lifecycle(procs: Procs, tmp_path: Path, launcher: str) -> None:
     wait_until(lambda: origin.states()[ids[1]] == "healthy", "the restarted node healthy", procs)
     assert edges[1].node_id() == ids[1]
 
-    # the controller restarts; edges re-attach with their certificates, nobody enrolls again
+    # a live stream (edged run only: it ingests), to follow through the controller's restart
+    publisher = None
+    if launcher == "edged":
+        key = origin.cli("channel", "create", "live").stdout.strip()
+        publisher = ffmpeg_publish(f"rtmp://127.0.0.1:{edges[0].rtmp}/live/{key}", 120, size="320x180", rate=15)
+        live = wait_until(lambda: [s for s in origin.json("streams") if s["channel"] == "live"
+                                   and s["protocol"] == "rtmp" and s["renditions"]], "the stream live", procs)[0]
+
+    # the controller restarts; edges re-attach with their certificates, nobody enrolls again, and none of them is
+    # shown lost in between (their silence counts from the controller's start, long enough for them to re-attach)
     assert procs.signal("originctl", signal.SIGTERM) == 0
+    restarted_ms = int(time.time() * 1000)
     origin.start()
-    wait_until(lambda: all(n["connected"] and n["state"] == "healthy" for n in origin.json("nodes")) and True,
-               "edges re-attached and healthy", procs)
+    seen: set[str] = set()
+
+    def reattached() -> bool:
+        nodes = origin.json("nodes")
+        seen.update(n["state"] for n in nodes)
+        return all(n["connected"] and n["state"] == "healthy" for n in nodes)
+    wait_until(reattached, "edges re-attached and healthy", procs)
+    assert "lost" not in seen, seen
     assert sorted(origin.states()) == sorted(ids)
     events = origin.json("events", "--limit", "1000")
     assert sum(e["kind"] == "enrolled" for e in events) == 3
     assert any(e["node_id"] == ids[1] and e["to_state"] == "lost" for e in events)
+    after = [e for e in events if e["time_unix_ms"] >= restarted_ms]
+    assert not [e for e in after if e["to_state"] == "lost"], after
+    if publisher is not None:
+        # the stream keeps its real start (its age), protocol and placement; no end or new start is recorded
+        again = [s for s in origin.json("streams") if s["channel"] == "live"]
+        assert len(again) == 1 and again[0]["id"] == live["id"], (live, again)
+        for field in ("node_id", "protocol", "started_unix_ms", "mode", "reason", "decided_by_controller"):
+            assert again[0][field] == live[field], (field, live, again[0])
+        assert not [e for e in after if e["kind"] == "stream"], after
+        publisher.kill()
+        publisher.communicate()
 
     metrics = origin.metrics()
     assert 'originctl_nodes{state="healthy"} 3.0' in metrics and "originctl_nodes_connected 3.0" in metrics
