@@ -352,6 +352,7 @@ def test_accept_errors_are_logged_once_per_interval(tmp_path: Path) -> None:
     with edged(tmp_path, {}, nofile=64) as edge:
         assert edge.proc is not None
         before = figures(edge)
+        started = time.monotonic()
         opened = 0
         for _ in range(3):
             edge.proc.send_signal(signal.SIGSTOP)
@@ -371,7 +372,8 @@ def test_accept_errors_are_logged_once_per_interval(tmp_path: Path) -> None:
         text = edge.log()
         report("accept-errors", before, after, burst_sockets=opened, accept_errors=int(errors))
         assert errors >= 3
-        assert text.count("accept failed") <= 2 and "Traceback" not in text
+        intervals = int((time.monotonic() - started) // 10) + 1  # QuietLog: one line per kind per 10 s
+        assert 1 <= text.count("accept failed") <= intervals and "Traceback" not in text
         assert after["log_bytes"] - before["log_bytes"] < 5_000
 
 
