@@ -57,8 +57,9 @@ def raise_nofile_limit() -> int:
 
 def install_loop_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
     """asyncio reports every failed accept() (out of descriptors or buffers) with a traceback, up to a
-    listen backlog's worth per attempt (Python 3.11 keeps calling accept() after EMFILE), and pauses the
-    listener for 1 s: count them and log one line per interval instead. Everything else as before."""
+    listen backlog's worth per attempt (Python 3.11 keeps calling accept() after EMFILE), and schedules a
+    retry 1 s later for each; retries still pending when the listener closes fail with another traceback
+    each. Count the failures and log one line per interval instead. Everything else as before."""
     previous = loop.get_exception_handler()
     quiet = QuietLog(log)
 
@@ -73,6 +74,9 @@ def install_loop_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
             except (AttributeError, OSError, TypeError, ValueError):
                 where = "?"
             quiet.warning("accept", "accept failed on %s: %s (the listener pauses for 1 s)", where, exc)
+            return
+        if "_start_serving" in str(context.get("message", "")) and isinstance(exc, ValueError | OSError):
+            quiet.log("accept_retry", logging.DEBUG, "accept retry after its listener closed: %r", exc)
             return
         if previous is not None:
             previous(loop, context)

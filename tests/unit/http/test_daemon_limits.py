@@ -44,6 +44,9 @@ async def test_accept_errors_are_counted_and_logged_once(caplog: pytest.LogCaptu
         for _ in range(300):  # what asyncio reports when accept() fails with EMFILE
             loop.call_exception_handler({"message": "socket.accept() out of system resource",
                                          "exception": OSError(errno.EMFILE, "Too many open files"), "socket": sock})
+        for _ in range(300):  # the retries still scheduled when the listener closes
+            loop.call_exception_handler({"message": "Exception in callback BaseSelectorEventLoop._start_serving(...)",
+                                         "exception": ValueError("Invalid file descriptor: -1")})
         loop.call_exception_handler({"message": "something else", "exception": RuntimeError("x")})
     assert metrics.ACCEPT_ERRORS._value.get() - before == 300
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
