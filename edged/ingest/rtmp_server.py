@@ -216,6 +216,13 @@ class RtmpConnection:
 
     async def _start_tls(self, ctx: ssl.SSLContext) -> None:
         remaining = max(self.cfg.handshake_timeout - (time.monotonic() - self.accepted_at), 0.001)
+        # StreamWriter.start_tls tells the stream protocol it runs over TLS only when this coroutine
+        # resumes; a peer that closes right after the handshake (ffmpeg refusing our certificate does)
+        # reaches its eof_received first, and asyncio then logs a warning per connection. Say it now:
+        # the flag only stops eof_received from asking for a half-close, which TLS cannot do anyway.
+        protocol = self.writer.transport.get_protocol()
+        if hasattr(protocol, "_over_ssl"):
+            protocol._over_ssl = True
         try:
             await self.writer.start_tls(ctx, ssl_handshake_timeout=remaining)
         except TimeoutError:
