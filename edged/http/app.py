@@ -92,7 +92,7 @@ class HttpFront:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        self.port = site.port
+        self.port = int(self._runner.addresses[0][1])
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(guard))
         log.info("HTTP listening on %s:%d (at most %d connections, %d per address; descriptor limit %d)",
                  host, self.port, limits.max_connections, limits.per_address, nofile)
