@@ -341,7 +341,9 @@ class RtmpConnection:
         self.published = True
         if not self.session.authenticated:
             self.server.admission.authenticated(self)
+            # the rate applies from here on, to the rest of this read too: start with a full bucket
             self._credit_at = time.monotonic()
+            self.session.add_control_credit(0, self._control_cap)
         self.session.accept_publish(event.stream_id)
         log.info("rtmp conn=%s channel=%s publishing", self.remote, channel)
         return True

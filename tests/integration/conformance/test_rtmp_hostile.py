@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from edged.protocols.rtmp import amf0
 from tests.integration.conformance.rtmp_peers import (
     chunk,
     close_all,
@@ -295,3 +296,21 @@ async def test_control_floods_do_not_starve_viewers_or_publishers(
     assert "more than 64 messages before publishing" in log
     assert flood_closed >= FLOODERS and budget_closes >= FLOODERS
     assert "demo" in live and advanced >= 1  # the honest publisher kept streaming through it
+
+
+async def test_a_flood_packed_behind_the_publish_is_rate_limited(tmp_path: Path,
+                                                                 stop_later: list[EdgeProcess]) -> None:
+    """connect, createStream, publish and 1500 pings in one write: the rate applies from the accept on."""
+    edge = _edge(tmp_path, {}, {"demo": KEY})
+    stop_later.append(edge.start())
+    r, w = await handshaked(edge.rtmp_port)
+    create = chunk(3, 20, amf0.encode("createStream", 2.0, None))
+    publish_cmd = chunk(8, 20, amf0.encode("publish", 0.0, None, KEY, "live"), stream_id=1)
+    w.write(connect_command() + create + publish_cmd + PINGS * 3)  # 1500 pings, all in one read
+    with contextlib.suppress(ConnectionError):
+        await w.drain()
+    assert await closed_by_server(r, 10)
+    w.transport.abort()
+    await eventually(lambda: "closed: over budget: non-media messages over the rate budget" in edge.log(), 10,
+                     "the reason in the log")
+    assert "channel=demo publishing" in edge.log()
