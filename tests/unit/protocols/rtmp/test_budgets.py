@@ -205,19 +205,23 @@ def test_tiny_chunks_before_publish_spend_the_chunk_budget() -> None:
 
 def test_control_credit_after_publish_charges_only_non_media() -> None:
     server, writer, _ = publishing_server()
-    assert server.control_credit is None  # unlimited until the server sets a budget
+    assert _credit(server) is None  # unlimited until the server sets a budget
     server.add_control_credit(0, 3)
-    assert server.control_credit == 3
+    assert _credit(server) == 3
     media = b"".join(writer.write(4, i, AUDIO, 1, b"\xaf\x01" + bytes(20)) for i in range(50))
     server.receive_data(media + b"".join(writer.write(2, 0, USER_CONTROL, 0, PING) for _ in range(3)))
     events = list(server.events())
-    assert len(events) == 50 and server.control_credit == 0
+    assert len(events) == 50 and _credit(server) == 0
     server.add_control_credit(1.5, 3)  # time passed: one and a half more allowed
     server.receive_data(writer.write(2, 0, USER_CONTROL, 0, PING))
     list(server.events())
     server.receive_data(writer.write(2, 0, USER_CONTROL, 0, PING))
     with pytest.raises(BudgetExceeded, match="rate budget"):
         list(server.events())
+
+
+def _credit(server: RtmpServerSession) -> float | None:
+    return server.control_credit
 
 
 def test_control_credit_is_capped() -> None:
@@ -227,7 +231,7 @@ def test_control_credit_is_capped() -> None:
     assert server.control_credit == 10
 
 
-@pytest.mark.parametrize("kwargs", [{"pre_publish_bytes": 0}, {"pre_publish_messages": 0}])
-def test_budgets_must_be_positive(kwargs: dict[str, int]) -> None:
+@pytest.mark.parametrize(("nbytes", "messages"), [(0, 64), (32768, 0)])
+def test_budgets_must_be_positive(nbytes: int, messages: int) -> None:
     with pytest.raises(ValueError):
-        RtmpServerSession(**kwargs)
+        RtmpServerSession(pre_publish_bytes=nbytes, pre_publish_messages=messages)
