@@ -48,13 +48,15 @@ class StreamHub:
             cb(stream)
         return stream
 
-    def async_release(self, stream: Stream) -> None:
+    def async_release(self, stream: Stream, deliberate: bool = False) -> None:
+        """The publisher is gone: `deliberate` when it unpublished (its playlist may end at once),
+        not when its connection was lost (the playlist waits hls.reconnect_grace_seconds for it)."""
         if self._streams.get(stream.channel) is not stream:
             return
         del self._streams[stream.channel]
-        stream.end()
+        stream.end(deliberate)
         metrics.STREAMS_LIVE.labels(source=stream.source).dec()
-        log.info("channel=%s publisher released", stream.channel)
+        log.info("channel=%s publisher released (%s)", stream.channel, "unpublished" if deliberate else "lost")
         for cb in self._on_end:
             cb(stream)
 

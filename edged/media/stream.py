@@ -100,6 +100,10 @@ class Stream:
         self.video_config: CodecConfig | None = None
         self.audio_config: CodecConfig | None = None
         self.ended = False
+        # How it ended: True for a deliberate unpublish (RTMP FCUnpublish/deleteStream, an SRT
+        # close); False for a lost publisher (its link dropped, it was killed, the daemon stops),
+        # whose playlist stays open for hls.reconnect_grace_seconds.
+        self.ended_deliberately = False
         self.started = time.monotonic()
         self.bytes_in = 0
         self._readers: list[Reader] = []
@@ -140,7 +144,10 @@ class Stream:
         self.on_kick(reason)
         return True
 
-    def end(self) -> None:
+    def end(self, deliberate: bool = False) -> None:
+        if self.ended:
+            return
         self.ended = True
+        self.ended_deliberately = deliberate
         for reader in self._readers:
             reader._end()
