@@ -1,8 +1,20 @@
-"""HLS handlers: playlists rendered from store metadata, segments straight from LMDB."""
+"""HLS handlers: playlists rendered from store metadata, segments straight from LMDB.
+
+Playlists: EXT-X-TARGETDURATION is fixed per channel (from hls.max_segment_seconds, never below
+what the channel record says was advertised); EXT-X-ENDLIST appears once the stream ended
+deliberately, or its publisher has been gone for hls.reconnect_grace_seconds.
+
+Segments answer single byte ranges (RFC 9110 14): `bytes=A-B`, `bytes=A-`, `bytes=-N` get 206 with
+Content-Range, an unsatisfiable range 416 with `Content-Range: bytes */SIZE`; several ranges, an
+If-Range (we send no validator it could match) or a malformed header get the whole 200. HEAD is
+answered on every route (aiohttp adds it to each GET route).
+"""
 
 from __future__ import annotations
 
 import re
+import time
+from typing import Any
 
 from aiohttp import web
 
@@ -15,6 +27,38 @@ _NAME_RE = re.compile(f"^{_NAME}$")
 SEGMENT_CONTENT_TYPE = "video/mp2t"
 PLAYLIST_CACHE = "max-age=1"  # a live playlist changes every segment; half a target duration or less
 SEGMENT_CACHE = "public, max-age=86400, immutable"  # a sequence number never names other bytes
+_RANGE_RE = re.compile(r"^bytes[ \t]*=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*$", re.IGNORECASE)
+_RANGE_DIGITS = 19  # longer numbers are refused as malformed (no int() of a megabyte of digits)
+
+
+class Unsatisfiable(Exception):
+    """The Range names no byte of the representation (answered 416)."""
+
+
+def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte positions, inclusive, a Range header asks of `size` bytes; None when
+    the whole representation is to be sent (no usable single range). Raises Unsatisfiable."""
+    if "," in header:
+        return None  # several ranges: the whole body is a valid answer (RFC 9110 14.2)
+    m = _RANGE_RE.match(header)
+    if m is None:
+        return None
+    first_s, last_s = m.groups()
+    if len(first_s) > _RANGE_DIGITS or len(last_s) > _RANGE_DIGITS:
+        return None
+    if not first_s:
+        if not last_s:
+            return None  # "bytes=-": not a range
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - suffix), size - 1
+    first = int(first_s)
+    if last_s and int(last_s) < first:
+        return None  # invalid range-spec: the header is ignored
+    if first >= size:
+        raise Unsatisfiable
+    return first, (min(int(last_s), size - 1) if last_s else size - 1)
 
 
 def _not_found(what: str) -> web.HTTPNotFound:
@@ -31,7 +75,7 @@ class HlsHandlers:
         app.router.add_get(f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/index.m3u8", self.media)
         app.router.add_get(f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/{{seq:[0-9]{{1,19}}}}.ts", self.segment)
 
-    def _channel(self, name: str) -> dict:
+    def _channel(self, name: str) -> dict[str, Any]:
         info = self.store.channel(name)
         if info is None or not info.get("renditions"):
             raise _not_found("channel")
@@ -67,8 +111,14 @@ class HlsHandlers:
                              disc_seq=m.disc_seq, program_date_time=m.program_date_time)
             for m in metas
         ]
-        text = hls.render_media_playlist(segments, min_target=self.cfg.hls.segment_seconds,
-                                         ended=not info.get("live", False))
+        hcfg = self.cfg.hls
+        target = hls.target_duration(hcfg.effective_max_segment_seconds, int(info.get("target_duration", 0)))
+        ended_at = info.get("ended")
+        ended = hls.playlist_ended(live=bool(info.get("live", False)),
+                                   ended_at=float(ended_at) if ended_at is not None else None,
+                                   deliberate=bool(info.get("ended_deliberately", False)), now=time.time(),
+                                   grace=hcfg.reconnect_grace_seconds)
+        text = hls.render_media_playlist(segments, target_duration=target, ended=ended)
         return self._playlist(text)
 
     def _playlist(self, text: str) -> web.Response:
@@ -84,5 +134,19 @@ class HlsHandlers:
         payload = self.store.read(channel, rendition, seq)
         if payload is None:
             raise _not_found("segment")
-        return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE,
-                            headers={"Cache-Control": SEGMENT_CACHE})
+        headers = {"Cache-Control": SEGMENT_CACHE, "Accept-Ranges": "bytes"}
+        spec = request.headers.get("Range")
+        if spec is None or "If-Range" in request.headers:
+            return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE, headers=headers)
+        size = len(payload)
+        try:
+            span = parse_byte_range(spec, size)
+        except Unsatisfiable:
+            raise web.HTTPRequestRangeNotSatisfiable(
+                headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"}) from None
+        if span is None:
+            return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE, headers=headers)
+        first, last = span
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return web.Response(status=206, body=payload[first : last + 1], content_type=SEGMENT_CONTENT_TYPE,
+                            headers=headers)

@@ -50,6 +50,10 @@ NO_MEDIA_TIMEOUT = 20.0  # s with bytes arriving but no decodable media before t
 DEMUX_EXIT_TIMEOUT = 5.0  # s to wait for a demux thread after its socket closed
 STOP_GRACE = 5.0  # s for publishers to end during stop() before their tasks are cancelled
 _MSG_BUF = 1500  # bytes: one live-mode SRT message is at most 1456
+# s: a caller that closes its socket sends a shutdown right behind its last data, so the link breaks
+# within the receiver latency of the last payload; a lost link breaks only after the peer idle timeout
+# (5 s at least) of silence. A break sooner than this after the last payload is a deliberate close.
+CLOSE_SILENCE = 1.5
 
 
 @dataclass(eq=False)
@@ -64,6 +68,7 @@ class _Conn:
     last_recv: float  # (thread) monotonic time of the last payload received
     bytes_in: int = 0  # (thread)
     closed: bool = False  # (thread) socket closed and pipe ended
+    closed_at: float = 0.0  # (thread) monotonic time it was closed
     close_reason: str | None = None  # why we closed it (None: the peer went away)
     channel: str | None = None  # set on the loop once the channel is claimed
     publishing: bool = False  # loop: packets are being published to `stream`
@@ -306,6 +311,7 @@ class SrtServer:
         lib = self._lib
         assert lib is not None
         conn.closed = True
+        conn.closed_at = time.monotonic()
         conn.close_reason = reason
         self._conns.pop(conn.sock, None)
         lib.epoll_remove(self._eid, conn.sock)
@@ -437,7 +443,13 @@ class SrtServer:
             conn.publishing = False
             conn.pipe.abort()
             srt_metrics.forget_channel(channel)
-            why = reason or conn.demux_reason or conn.close_reason or "publisher disconnected"
+            # The caller closed its socket (not our timeout, a demux error or a lost link): its
+            # playlist may end now; a lost one stays open for a reconnect.
+            deliberate = (reason is None and conn.closed and conn.close_reason is None and not conn.demux_reason
+                          and conn.closed_at - conn.last_recv < min(CLOSE_SILENCE, self._cfg.idle_timeout / 2))
+            self._hub.async_release(stream, deliberate=deliberate)
+            why = reason or conn.demux_reason or conn.close_reason or (
+                "publisher closed" if deliberate else "publisher lost")
             log.info("channel=%s SRT publisher %s ended (%s): %d bytes, %d packets, %d unusable",
                      channel, conn.peer, why, conn.bytes_in, demux.packets, demux.normalizer.dropped)
 

@@ -40,16 +40,35 @@ def _pdt(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def target_duration(segments: list[MediaSegment], minimum: float) -> int:
-    """EXT-X-TARGETDURATION: each segment's duration rounded to the nearest integer must not
-    exceed it (RFC 8216 4.3.3.1)."""
-    longest = max((s.duration for s in segments), default=minimum)
-    return max(1, math.ceil(minimum), int(longest + 0.5))
+def rounded_duration(duration: float) -> int:
+    """A segment's duration rounded to the nearest integer, as RFC 8216 4.3.3.1 compares it with
+    EXT-X-TARGETDURATION."""
+    return int(duration + 0.5)
 
 
-def render_media_playlist(segments: list[MediaSegment], *, min_target: float, ended: bool = False) -> str:
-    """A live (sliding window) or ended media playlist."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{target_duration(segments, min_target)}"]
+def target_duration(max_segment_seconds: float, advertised: int = 0) -> int:
+    """EXT-X-TARGETDURATION of a live playlist. It must not change (RFC 8216 6.2.1), so it does not
+    follow the segments in the window: it comes from the longest a segment may grow (segments are
+    cut at `max_segment_seconds` at the latest), and never drops below what the playlist already
+    `advertised`."""
+    return max(1, math.ceil(max_segment_seconds - 1e-9), advertised)
+
+
+def playlist_ended(*, live: bool, ended_at: float | None, deliberate: bool, now: float, grace: float) -> bool:
+    """Whether a media playlist carries EXT-X-ENDLIST: its stream ended deliberately, or its
+    publisher has been gone for longer than `grace` (it may come back and continue before that;
+    players that saw ENDLIST stop for good). A record with no end time is an ended one."""
+    if live:
+        return False
+    if deliberate or ended_at is None:
+        return True
+    return now - ended_at >= grace
+
+
+def render_media_playlist(segments: list[MediaSegment], *, target_duration: int, ended: bool = False) -> str:
+    """A live (sliding window) or ended media playlist. `target_duration` is fixed for the life of the
+    playlist (see `target_duration()`), whatever the window holds."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{max(1, int(target_duration))}"]
     first = segments[0] if segments else None
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first.seq if first else 0}")
     if first is not None:

@@ -3,11 +3,15 @@
 Named databases:
   segments  key(channel, rendition, seq) → segment payload bytes
   meta      key(channel, rendition, seq) → JSON SegmentMeta
-  seq       prefix(channel, rendition)   → JSON {"next": N, "disc": D}: the next sequence number and
-                                           discontinuity count, persisted in the same transaction
-                                           as the segment, so a number is never reused after kill -9
+  seq       prefix(channel, rendition)   → JSON {"next": N, "disc": D, "cc": {PID: C}, "end": T}: the
+                                           next sequence number, discontinuity count, each MPEG-TS
+                                           PID's last continuity counter and the program date-time
+                                           where the last segment ends, persisted in the same
+                                           transaction as the segment, so a number is never reused
+                                           after kill -9 and a restarted worker continues the rest
   age       written_ns + segment key     → b"" (oldest-first index for size-bound eviction)
-  channels  channel                      → JSON channel info (renditions, live flag, session)
+  channels  channel                      → JSON channel info (renditions, live flag, session, how and
+                                           when the last session ended, the target duration)
   stats     b"bytes"                     → total payload bytes held
 
 Writers are pipeline worker processes (one transaction per segment); readers are HTTP handlers
@@ -17,8 +21,9 @@ in the main process. LMDB makes that safe across processes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,16 @@ class SegmentMeta:
         return cls(**json.loads(bytes(raw)))
 
 
+@dataclass(frozen=True, slots=True)
+class RenditionState:
+    """A rendition's state after its last committed segment."""
+
+    next_seq: int = 0
+    disc_seq: int = 0
+    continuity: dict[int, int] = field(default_factory=dict)  # MPEG-TS PID → last continuity counter
+    date_end: float = 0.0  # program date-time (epoch s) where the last segment ends; 0 = none yet
+
+
 def map_size_for(max_bytes: int) -> int:
     return int(max_bytes + max(_MIN_OVERHEAD, max_bytes * _OVERHEAD_FRACTION))
 
@@ -83,20 +98,28 @@ class SegmentStore:
     # -- writes (pipeline worker processes) -------------------------------------------------
     def sequence_state(self, channel: str, rendition: str) -> tuple[int, int]:
         """(next sequence number, discontinuity count) for a rendition."""
+        state = self.rendition_state(channel, rendition)
+        return state.next_seq, state.disc_seq
+
+    def rendition_state(self, channel: str, rendition: str) -> RenditionState:
+        """What a worker continues from: numbering, TS continuity counters, where the dates end."""
         with self.env.begin(db=self._db["seq"]) as txn:
             raw = txn.get(keys.prefix(channel, rendition))
         if raw is None:
-            return 0, 0
+            return RenditionState()
         d = json.loads(raw)
-        return int(d["next"]), int(d["disc"])
+        cc = {int(pid): int(v) for pid, v in d.get("cc", {}).items()}
+        return RenditionState(int(d["next"]), int(d["disc"]), cc, float(d.get("end", 0.0)))
 
-    def put_segment(self, meta: SegmentMeta, payload: bytes, keep: int) -> int:
-        """Store one segment, its metadata and the next sequence number in one transaction, then
-        evict beyond `keep` segments for this rendition and beyond max_bytes overall.
+    def put_segment(self, meta: SegmentMeta, payload: bytes, keep: int,
+                    continuity: Mapping[int, int] | None = None) -> int:
+        """Store one segment, its metadata and the rendition's state after it (next sequence number,
+        discontinuity count, TS continuity counters `continuity`) in one transaction, then evict
+        beyond `keep` segments for this rendition and beyond max_bytes overall.
         Returns the number of segments evicted."""
         for attempt in range(3):
             try:
-                return self._put(meta, payload, keep)
+                return self._put(meta, payload, keep, continuity)
             except lmdb.MapFullError:
                 # Free pages are reused only after readers move on; evict harder and retry.
                 self._evict_oldest(max(1, 4 << attempt))
@@ -104,7 +127,7 @@ class SegmentStore:
                 raise StoreError(f"segment write failed: {exc}") from exc
         raise StoreError("segment store full even after eviction; raise store.max_bytes")
 
-    def _put(self, meta: SegmentMeta, payload: bytes, keep: int) -> int:
+    def _put(self, meta: SegmentMeta, payload: bytes, keep: int, continuity: Mapping[int, int] | None) -> int:
         key = keys.segment_key(meta.channel, meta.rendition, meta.seq)
         evicted = 0
         with self.env.begin(write=True) as txn:
@@ -115,7 +138,11 @@ class SegmentStore:
             txn.put(key, payload, db=self._db["segments"])
             txn.put(key, meta.to_json(), db=self._db["meta"])
             txn.put(keys.age_key(meta.written_ns, key), b"", db=self._db["age"])
-            seq_state = json.dumps({"next": meta.seq + 1, "disc": meta.disc_seq}).encode()
+            state: dict[str, Any] = {"next": meta.seq + 1, "disc": meta.disc_seq,
+                                     "end": round(meta.program_date_time + meta.duration, 6)}
+            if continuity:
+                state["cc"] = {str(pid): cc for pid, cc in sorted(continuity.items())}
+            seq_state = json.dumps(state, separators=(",", ":")).encode()
             txn.put(keys.prefix(meta.channel, meta.rendition), seq_state, db=self._db["seq"])
             total += len(payload)
             # Per-rendition retention: drop sequence numbers older than seq - keep.
@@ -173,14 +200,17 @@ class SegmentStore:
             txn.put(channel.encode(), json.dumps(info, separators=(",", ":")).encode())
         return info
 
-    def mark_all_offline(self) -> list[str]:
-        """At daemon start no publisher is connected: every channel is offline."""
+    def mark_all_offline(self, now: float | None = None) -> list[str]:
+        """At daemon start no publisher is connected: every channel is offline. A channel its worker
+        left live (the daemon was killed with it) ended now, not deliberately: its playlist ends once
+        the reconnect grace has passed, unless a publisher is back by then."""
+        now = time.time() if now is None else now
         changed = []
         with self.env.begin(write=True, db=self._db["channels"]) as txn:
             for k, v in list(txn.cursor()):
                 info = json.loads(v)
                 if info.get("live"):
-                    info["live"] = False
+                    info.update(live=False, ended=now, ended_deliberately=False)
                     txn.put(k, json.dumps(info, separators=(",", ":")).encode())
                     changed.append(bytes(k).decode())
         return changed

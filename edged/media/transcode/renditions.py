@@ -7,9 +7,12 @@ to the Transcoder (never waiting for it); encoded packets come back on later cal
 Alignment across renditions (RFC 8216 6.2.4: matching content, same timestamps):
 - a rung's keyframes are exactly the source segments' first frames, so its segmenter (same rule,
   same timestamps) cuts where the source's did;
-- a rung segment takes the sequence number of the source segment that starts at the same pts, and
-  its discontinuity flags, so numbers match across renditions even for a rung that was shed and
-  restored or that a previous session did not have.
+- a rung segment takes the sequence number of the source segment that starts at the same pts, its
+  discontinuity flags and its EXT-X-PROGRAM-DATE-TIME, so numbers and dates match across
+  renditions even for a rung that was shed and restored or that a previous session did not have;
+- a forced cut of the source (no keyframe within hls.max_segment_seconds) is a boundary like any
+  other: the rungs force their IDR at that packet's pts, so their segments still start with a
+  keyframe where the source's does.
 A rung that is shed (or restarted after a skip) resumes at a boundary with the source's number for
 that segment: its sequence has a gap then, never a shift.
 
@@ -66,7 +69,7 @@ class Renditions:
                  on_segment: Callable[[Segment], None], on_event: Callable[[dict[str, Any]], None] | None = None,
                  overload: OverloadPolicy | None = None, throttle_mpx: float = 0.0,
                  clock: Callable[[], float] = time.monotonic, close_timeout: float = CLOSE_TIMEOUT,
-                 hw_decode: bool = False) -> None:
+                 hw_decode: bool = False, date_not_before: float = 0.0) -> None:
         self.channel = channel
         self.segment_seconds = segment_seconds
         self.max_segment_seconds = max_segment_seconds
@@ -80,13 +83,14 @@ class Renditions:
         self.close_timeout = close_timeout
         self.hw_decode = hw_decode
         self.source = Segmenter(SOURCE, segment_seconds=segment_seconds, max_segment_seconds=max_segment_seconds,
-                                next_seq=next_seq, disc_seq=disc_seq, discontinuity=discontinuity)
+                                next_seq=next_seq, disc_seq=disc_seq, discontinuity=discontinuity,
+                                date_not_before=date_not_before)
         self.transcoder: tx.Transcoder | None = None
         self.rungs: list[_RungOut] = []
         self.controller: OverloadController | None = None
-        self._src_open = False  # the source segmenter has an open segment
         self._boundary_seq: dict[float, int] = {}  # boundary pts (s) → source seq of the segment starting there
-        self._source_flags: dict[int, tuple[bool, int, float]] = {}  # seq → (discontinuity, disc_seq, duration)
+        # seq → what rung segments copy from the source's: (discontinuity, disc_seq, duration, date, forced)
+        self._source_flags: dict[int, tuple[bool, int, float, float, bool]] = {}
         self._probe: list[tuple[MediaPacket, bool]] | None = None  # packets held while measuring fps
         self._probe_audio: list[MediaPacket] = []
         self._src_size: tuple[int, int] | None = None
@@ -101,12 +105,8 @@ class Renditions:
         for seg in segs:
             self._source_segment(seg)
         if pkt.kind == "video":
-            boundary = False
-            if segs and not pkt.keyframe:
-                self._src_open = False  # a forced cut without a keyframe: the next keyframe opens one
-            if pkt.keyframe and (segs or not self._src_open):
-                boundary = True
-                self._src_open = True
+            boundary = self.source.opened  # the source starts a segment with this packet (keyframe or forced cut)
+            if boundary:
                 self._remember(self._boundary_seq, pkt.pts_seconds, self.source.next_seq)
             if self.ladder:
                 self._video(pkt, boundary)
@@ -145,7 +145,8 @@ class Renditions:
             del d[next(iter(d))]
 
     def _source_segment(self, seg: Segment) -> None:
-        self._remember(self._source_flags, seg.seq, (seg.discontinuity, seg.disc_seq, seg.duration))
+        self._remember(self._source_flags, seg.seq,
+                       (seg.discontinuity, seg.disc_seq, seg.duration, seg.program_date_time, seg.forced))
         self.on_segment(seg)
 
     def _video(self, pkt: MediaPacket, boundary: bool) -> None:
@@ -159,8 +160,8 @@ class Renditions:
         if self._src_size is not None:
             return  # no rung fits below this source: passthrough only until its size changes
         if self._probe is None:
-            if not boundary:
-                return  # the ladder starts with a source segment
+            if not (boundary and pkt.keyframe):
+                return  # the ladder starts with a source segment that a decoder can start with
             self._probe = []
             self._probe_audio = []
         self._probe.append((pkt, boundary))
@@ -280,12 +281,12 @@ class Renditions:
 
     def _release_audio(self, r: _RungOut, upto: float | None) -> None:
         """Audio up to a video packet's time goes in first, as the source's arrival order has it."""
-        assert r.segmenter is not None
         while r.audio and (upto is None or r.audio[0].pts_seconds <= upto):
-            for seg in self._guarded(r, r.segmenter.push, r.audio.popleft()):
-                self._rung_segment(r, seg)
-            if r.segmenter is None:
+            segmenter = r.segmenter
+            if segmenter is None:  # a failure while muxing unlisted the rung
                 return
+            for seg in self._guarded(r, segmenter.push, r.audio.popleft()):
+                self._rung_segment(r, seg)
 
     def _rung_segment(self, r: _RungOut, seg: Segment, last: bool = False) -> None:
         seq = self._boundary_seq.get(seg.start_pts)
@@ -297,7 +298,7 @@ class Renditions:
             return
         seg.seq = seq
         if seq in self._source_flags:
-            seg.discontinuity, seg.disc_seq, duration = self._source_flags[seq]
+            seg.discontinuity, seg.disc_seq, duration, seg.program_date_time, seg.forced = self._source_flags[seq]
             if last:
                 # A stream's last segment has no next boundary; its length is a guess (last pts plus
                 # one frame), and a rung at a lower rate would guess a longer frame. Use the source's.

@@ -3,7 +3,11 @@
 The pump reads the channel's Stream through its own bounded reader and writes framed packets to
 the worker's stdin. A worker that is slow makes `drain()` wait, the reader's queue fills and drops
 to the next keyframe: the publisher never waits. A worker that dies while the stream is live is
-restarted with exponential backoff (its next segment is marked as a discontinuity).
+restarted with exponential backoff (its next segment is marked as a discontinuity); a worker that
+had run for HEALTHY_RUN seconds before it died starts the backoff over, so rare crashes over a long
+stream cost half a second each while a crash loop still backs off. When the stream ends, the END
+frame tells the worker whether the publisher left deliberately (the playlist may end at once) or
+was lost (it stays open for hls.reconnect_grace_seconds).
 
 Transcoding: at start the encoder is detected in a child process (NVML and a trial NVENC open can
 stall or crash in a broken driver; never in the daemon, never on the loop). Each new stream is
@@ -24,6 +28,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 0.5  # s
 BACKOFF_MAX = 10.0  # s
+HEALTHY_RUN = 30.0  # s: a worker that ran this long before it died restarts after BACKOFF_INITIAL again
 STOP_GRACE = 5.0  # s a worker gets to flush its last segment
 PROBE_TIMEOUT = 30.0  # s for the encoder probe (NVML + one NVENC frame)
 
@@ -53,6 +59,26 @@ class Admission:
     transcode: bool
     reason: str
     by_controller: bool = False
+
+
+class RestartBackoff:
+    """Delay before restarting a failed worker: doubles per consecutive failure up to `maximum`,
+    and starts over at `initial` after a run of at least `healthy` seconds."""
+
+    def __init__(self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX,
+                 healthy: float = HEALTHY_RUN) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.healthy = healthy
+        self._next = initial
+
+    def after_failure(self, ran_for: float) -> float:
+        """Seconds to wait before restarting a worker that failed after running `ran_for` seconds."""
+        if ran_for >= self.healthy:
+            self._next = self.initial
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay
 
 
 # channel → (mode "transcode" | "passthrough", reason) decided by the controller, or None
@@ -202,13 +228,20 @@ class PipelineSupervisor:
         prev = self._tasks.get(stream.channel)
         task = asyncio.get_running_loop().create_task(self._run(stream, reader, prev), name=f"pipeline:{stream.channel}")
         self._tasks[stream.channel] = task
-        task.add_done_callback(lambda t, ch=stream.channel: self._tasks.pop(ch, None) if self._tasks.get(ch) is t else None)
+        channel = stream.channel
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if self._tasks.get(channel) is t:
+                self._tasks.pop(channel, None)
+
+        task.add_done_callback(forget)
 
     def _spec(self, stream: Stream, transcode: bool = False) -> WorkerSpec:
         ladder = tuple(asdict(r) for r in self.cfg.transcode.ladder) if transcode and self.encoder else ()
         return WorkerSpec(
             channel=stream.channel, store_path=self.store_path, store_max_bytes=self.cfg.store.max_bytes,
-            segment_seconds=self.cfg.hls.segment_seconds, max_segment_seconds=self.cfg.hls.max_segment_seconds,
+            segment_seconds=self.cfg.hls.segment_seconds,
+            max_segment_seconds=self.cfg.hls.effective_max_segment_seconds,
             keep_segments=self.cfg.hls.window + self.cfg.store.retention_segments, session=stream.session_id,
             ladder=ladder, encoder=self.encoder.codec if ladder and self.encoder else "",
             hw_decode=bool(ladder and self.encoder and self.encoder.gpus),
@@ -218,7 +251,7 @@ class PipelineSupervisor:
         if prev is not None:  # the previous session's worker must finish its last segment first
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(prev), STOP_GRACE * 2)
-        backoff = BACKOFF_INITIAL
+        backoff = RestartBackoff()
         transcode = await self._admit(stream.channel)
         if self.on_admit is not None and not stream.ended:
             try:
@@ -227,13 +260,16 @@ class PipelineSupervisor:
                 log.exception("channel=%s admission callback failed", stream.channel)
         try:
             while True:
+                started = time.monotonic()
                 ended_cleanly = await self._run_worker(stream, reader, transcode)
                 if ended_cleanly or stream.ended:
                     return
+                ran_for = time.monotonic() - started
+                delay = backoff.after_failure(ran_for)
                 metrics.WORKER_FAILURES.inc()
-                log.warning("channel=%s pipeline worker failed; restarting in %.1fs", stream.channel, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                log.warning("channel=%s pipeline worker failed after %.1fs; restarting in %.1fs", stream.channel,
+                            ran_for, delay)
+                await asyncio.sleep(delay)
                 metrics.WORKER_RESTARTS.inc()
                 reader.resync()
         finally:
@@ -261,7 +297,7 @@ class PipelineSupervisor:
                     break
                 pkt = get.result()
                 if pkt is None:
-                    proc.stdin.write(encoder.end())
+                    proc.stdin.write(encoder.end(deliberate=stream.ended_deliberately))
                     with contextlib.suppress(ConnectionError):
                         await proc.stdin.drain()
                     proc.stdin.close()
@@ -309,6 +345,10 @@ class PipelineSupervisor:
                     metrics.INGEST_TO_PLAYLIST.observe(rep["latency"])
                 if rep.get("evicted"):
                     metrics.STORE_EVICTED.inc(rep["evicted"])
+                if rep.get("forced"):
+                    metrics.HLS_FORCED_CUTS.labels(rendition=rendition).inc()
+                if rep.get("over_target"):
+                    metrics.HLS_OVER_TARGET.labels(rendition=rendition).inc()
             else:
                 self._transcode_report(channel, rep)
             if self.on_report is not None:

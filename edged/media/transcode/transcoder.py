@@ -389,7 +389,10 @@ class Transcoder:
                 decoding = False
             if not decoding:
                 pending.clear()
-                if self.aborting or not wanted or not boundary or (catching_up and lag > MAX_INPUT_BACKLOG / 2):
+                # resume only where decoding can start: a boundary that is a keyframe (a forced cut's
+                # boundary is not one)
+                if self.aborting or not wanted or not (boundary and pkt.keyframe) \
+                        or (catching_up and lag > MAX_INPUT_BACKLOG / 2):
                     self.skipped_to = pkt.pts_seconds
                     continue
                 assert dec is not None

@@ -3,18 +3,20 @@
 Frame: type (1 byte) | body length (4 bytes, big-endian) | body.
   CONFIG  JSON CodecConfig (extradata hex); sent before the first packet of each new config
   PACKET  fixed header (kind, keyframe, pts, dts, time base, arrival) + access unit bytes
-  END     the publisher is gone; flush and exit
+  END     the publisher is gone; flush and exit. Body: one flags byte (bit 0: it left deliberately,
+          e.g. RTMP FCUnpublish/deleteStream or an SRT close, rather than losing its link); an
+          empty body (an older main process) means not deliberately
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from edged.errors import RemoteProtocolError
-from edged.media.packet import CodecConfig, MediaPacket
+from edged.media.packet import CodecConfig, Kind, MediaPacket
 
 T_CONFIG = 1
 T_PACKET = 2
@@ -23,7 +25,15 @@ T_END = 3
 MAX_FRAME = 64 * 1024 * 1024  # bytes: larger than any access unit the ingest caps allow
 _HDR = struct.Struct(">BI")
 _PKT = struct.Struct(">BBqqIId")
-_KINDS = ("video", "audio")
+_KINDS: tuple[Kind, Kind] = ("video", "audio")
+_END_DELIBERATE = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The END frame: the stream is over; `deliberate` tells an unpublish from a lost publisher."""
+
+    deliberate: bool = False
 
 
 class WireEncoder:
@@ -49,14 +59,12 @@ class WireEncoder:
         self._sent.clear()
 
     @staticmethod
-    def end() -> bytes:
-        return _HDR.pack(T_END, 0)
+    def end(deliberate: bool = False) -> bytes:
+        return _HDR.pack(T_END, 1) + bytes([_END_DELIBERATE if deliberate else 0])
 
 
 class WireDecoder:
     """Worker side: bytes in, MediaPackets (or END) out."""
-
-    END = object()
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -65,8 +73,8 @@ class WireDecoder:
     def receive_data(self, data: bytes) -> None:
         self._buf += data
 
-    def next_item(self) -> MediaPacket | object | None:
-        """A MediaPacket, WireDecoder.END, or None if more bytes are needed."""
+    def next_item(self) -> MediaPacket | EndOfStream | None:
+        """A MediaPacket, an EndOfStream, or None if more bytes are needed."""
         while True:
             if len(self._buf) < _HDR.size:
                 return None
@@ -78,12 +86,12 @@ class WireDecoder:
             body = bytes(self._buf[_HDR.size : _HDR.size + length])
             del self._buf[: _HDR.size + length]
             if ftype == T_END:
-                return self.END
+                return EndOfStream(deliberate=bool(body[:1]) and bool(body[0] & _END_DELIBERATE))
             if ftype == T_CONFIG:
                 d = json.loads(body)
                 d["extradata"] = bytes.fromhex(d["extradata"])
-                cfg = CodecConfig(**d)
-                self._configs[cfg.kind] = cfg
+                new = CodecConfig(**d)
+                self._configs[new.kind] = new
                 continue
             if ftype == T_PACKET:
                 kind_i, key, pts, dts, num, den, arrival = _PKT.unpack_from(body)

@@ -6,6 +6,12 @@ once, scale, encode on threads), writes each segment to the LMDB store in one tr
 reports one JSON line per segment or ladder event on stdout. It exits when stdin reports END or
 closes (so it dies with its parent, even after kill -9).
 
+Before a segment is stored, its MPEG-TS continuity counters are rewritten to run on from the
+rendition's previous segment (ts_continuity.py); the counters are stored with the segment, so a
+restarted worker continues them. The channel record says when and how the stream ended (the END
+frame tells a deliberate unpublish from a lost publisher; HTTP derives EXT-X-ENDLIST from that)
+and holds the playlist's EXT-X-TARGETDURATION, which never goes down.
+
 Run as: python -m edged.media.transcode.worker '<json WorkerSpec>'
 """
 
@@ -23,12 +29,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edged.config import Rung
+from edged.log import QuietLog
 from edged.media.packet import MediaPacket
 from edged.media.segmenter import Segment
 from edged.media.transcode.ladder import SOURCE, snap_fps
 from edged.media.transcode.overload import OverloadPolicy
 from edged.media.transcode.renditions import Renditions
-from edged.media.transcode.wire import WireDecoder
+from edged.media.transcode.wire import EndOfStream, WireDecoder
+from edged.media.ts_continuity import ContinuityError, ContinuityStamper
+from edged.protocols import hls
 from edged.store.segments import SegmentMeta, SegmentStore
 
 log = logging.getLogger("edged.worker")
@@ -49,7 +58,7 @@ class WorkerSpec:
     store_path: str
     store_max_bytes: int
     segment_seconds: float
-    max_segment_seconds: float
+    max_segment_seconds: float  # the effective value (auto resolved)
     keep_segments: int  # per rendition: playlist window + retention
     session: int  # publisher session number, for the channel record
     # Transcoding (added with the ABR ladder; absent = passthrough only):
@@ -107,19 +116,25 @@ class Pipeline:
         self.spec = spec
         self.store = store
         self.report = report or (lambda d: None)
-        seq, disc = store.sequence_state(spec.channel, SOURCE)
+        self.quiet = QuietLog(log)
+        source = store.rendition_state(spec.channel, SOURCE)
         ladder = tuple(Rung(**r) for r in spec.ladder) if spec.encoder else ()
         # A new publisher session (or a restarted worker) after earlier segments: discontinuity.
         self.renditions = Renditions(
             channel=spec.channel, segment_seconds=spec.segment_seconds,
-            max_segment_seconds=spec.max_segment_seconds, next_seq=seq, disc_seq=disc, discontinuity=seq > 0,
-            ladder=ladder, codec=spec.encoder, on_segment=self._commit, on_event=self._event,
-            overload=OverloadPolicy.for_segments(spec.segment_seconds), throttle_mpx=_throttle_from_env(),
-            hw_decode=spec.hw_decode,
+            max_segment_seconds=spec.max_segment_seconds, next_seq=source.next_seq, disc_seq=source.disc_seq,
+            discontinuity=source.next_seq > 0, ladder=ladder, codec=spec.encoder, on_segment=self._commit,
+            on_event=self._event, overload=OverloadPolicy.for_segments(spec.segment_seconds),
+            throttle_mpx=_throttle_from_env(), hw_decode=spec.hw_decode, date_not_before=source.date_end,
         )
         self.bandwidth: dict[str, _Bandwidth] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # rendition → its entry in the channel record
-        store.update_channel(spec.channel, live=True, session=spec.session, started=time.time())
+        self._continuity: dict[str, ContinuityStamper] = {}  # rendition → its TS continuity counters
+        # Fixed for the life of the playlist: from max_segment_seconds, never below what it advertised.
+        before = store.channel(spec.channel) or {}
+        self.target_duration = hls.target_duration(spec.max_segment_seconds, int(before.get("target_duration", 0)))
+        store.update_channel(spec.channel, live=True, session=spec.session, started=time.time(),
+                             target_duration=self.target_duration)
 
     def push(self, pkt: MediaPacket) -> None:
         self.renditions.push(pkt)
@@ -127,9 +142,10 @@ class Pipeline:
     def tick(self) -> None:
         self.renditions.tick()
 
-    def finish(self) -> None:
+    def finish(self, deliberate: bool = False) -> None:
+        """The stream is over (or this worker stops): flush, and record when and how it ended."""
         self.renditions.finish()
-        self.store.update_channel(self.spec.channel, live=False, ended=time.time())
+        self.store.update_channel(self.spec.channel, live=False, ended=time.time(), ended_deliberately=deliberate)
 
     def listing(self) -> list[dict[str, Any]]:
         """The channel record's renditions: the source first, then the listed rungs, highest first."""
@@ -141,6 +157,28 @@ class Pipeline:
             self.store.update_channel(self.spec.channel, renditions=self.listing())
         self.report(event)
 
+    def _stamper(self, rendition: str) -> ContinuityStamper:
+        stamper = self._continuity.get(rendition)
+        if stamper is None:
+            state = self.store.rendition_state(self.spec.channel, rendition)
+            stamper = self._continuity[rendition] = ContinuityStamper(state.continuity)
+        return stamper
+
+    def _check_duration(self, seg: Segment) -> bool:
+        """Log a forced cut or a segment longer than the advertised target; True if over it."""
+        if seg.forced:
+            self.quiet.warning(
+                "forced_cut", "rendition=%s segment %d: no keyframe within hls.max_segment_seconds (%gs): cut "
+                "without one. Set the encoder's keyframe interval to 2 s, or raise hls.max_segment_seconds",
+                seg.rendition, seg.seq, self.spec.max_segment_seconds)
+        over = hls.rounded_duration(seg.duration) > self.target_duration
+        if over:
+            self.quiet.warning(
+                "over_target", "rendition=%s segment %d lasts %.3fs: over the playlist's EXT-X-TARGETDURATION "
+                "of %ds (a gap in the source's timestamps?)", seg.rendition, seg.seq, seg.duration,
+                self.target_duration)
+        return over
+
     def _commit(self, seg: Segment) -> None:
         meta = SegmentMeta(
             channel=self.spec.channel, rendition=seg.rendition, seq=seg.seq, duration=seg.duration,
@@ -148,7 +186,15 @@ class Pipeline:
             program_date_time=seg.program_date_time, size=len(seg.payload), written_ns=time.time_ns(),
             first_arrival=seg.first_arrival,
         )
-        evicted = self.store.put_segment(meta, seg.payload, keep=self.spec.keep_segments)
+        over = self._check_duration(seg)
+        stamper = self._stamper(seg.rendition)
+        try:
+            payload = stamper.stamp(seg.payload)
+        except ContinuityError as exc:  # never expected from PyAV's muxer: store it as it is
+            self.quiet.warning("continuity", "rendition=%s segment %d: continuity counters left as muxed: %s",
+                               seg.rendition, seg.seq, exc)
+            payload = seg.payload
+        evicted = self.store.put_segment(meta, payload, keep=self.spec.keep_segments, continuity=stamper.state())
         listed = time.monotonic()
         bw = self.bandwidth.setdefault(seg.rendition, _Bandwidth())
         bw.add(seg)
@@ -167,7 +213,7 @@ class Pipeline:
         self.report({
             "event": "segment", "rendition": seg.rendition, "seq": seg.seq, "duration": round(seg.duration, 4),
             "bytes": len(seg.payload), "latency": round(listed - seg.first_arrival, 4) if seg.first_arrival else None,
-            "evicted": evicted, "discontinuity": seg.discontinuity,
+            "evicted": evicted, "discontinuity": seg.discontinuity, "forced": seg.forced, "over_target": over,
         })
 
 
@@ -203,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     decoder = WireDecoder()
     stdin = sys.stdin.buffer
     fd = stdin.fileno()
+    deliberate = False  # an END frame says; EOF or SIGTERM without one is a lost stream
     try:
         while True:
             ready, _, _ = select.select([fd], [], [], TICK)
@@ -214,14 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                 break
             decoder.receive_data(data)
             while (item := decoder.next_item()) is not None:
-                if item is WireDecoder.END:
+                if isinstance(item, EndOfStream):
+                    deliberate = item.deliberate
                     raise SystemExit(0)
                 assert isinstance(item, MediaPacket)
                 pipeline.push(item)
     except SystemExit:
         pass
     finally:
-        pipeline.finish()
+        pipeline.finish(deliberate)
         store.close()
     return 0
 

@@ -11,7 +11,7 @@ import pytest
 from edged.errors import RemoteProtocolError
 from edged.media.packet import MediaPacket
 from edged.media.segmenter import Segmenter
-from edged.media.transcode.wire import WireDecoder, WireEncoder
+from edged.media.transcode.wire import EndOfStream, WireDecoder, WireEncoder
 from edged.protocols.flv import FlvNormalizer, Unsupported
 from tests.unit.media.flvsource import flv_tags
 
@@ -54,14 +54,14 @@ def test_flv_edge_cases() -> None:
 def test_wire_round_trip_in_small_pieces(sample_flv: Path) -> None:
     pkts = _packets(sample_flv)[:50]
     enc = WireEncoder()
-    blob = b"".join(enc.packet(p) for p in pkts) + enc.end()
+    blob = b"".join(enc.packet(p) for p in pkts) + enc.end(deliberate=True)
     dec = WireDecoder()
     got: list[object] = []
     for i in range(0, len(blob), 7):
         dec.receive_data(blob[i : i + 7])
         while (item := dec.next_item()) is not None:
             got.append(item)
-    assert got[-1] is WireDecoder.END
+    assert got[-1] == EndOfStream(deliberate=True)
     assert got[:-1] == pkts
 
 

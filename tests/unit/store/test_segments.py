@@ -90,3 +90,26 @@ def test_channel_records(store: SegmentStore) -> None:
     assert store.mark_all_offline() == ["ch"]
     assert store.channel("ch")["live"] is False
     assert store.channel("nope") is None
+
+
+def test_rendition_state_is_written_with_the_segment(tmp_path: Path) -> None:
+    s = SegmentStore(tmp_path / "s", 16 * MIB)
+    assert s.rendition_state("ch", "source").next_seq == 0 and s.rendition_state("ch", "source").continuity == {}
+    m = _meta(4, 1, disc=True, disc_seq=2)
+    s.put_segment(m, b"a", keep=10, continuity={0: 3, 0x100: 15, 0x1000: 0})
+    s.close()
+    s2 = SegmentStore(tmp_path / "s", 16 * MIB)  # what a restarted worker reads
+    state = s2.rendition_state("ch", "source")
+    assert (state.next_seq, state.disc_seq) == (5, 2) == s2.sequence_state("ch", "source")
+    assert state.continuity == {0: 3, 0x100: 15, 0x1000: 0}
+    assert state.date_end == pytest.approx(m.program_date_time + m.duration)
+    assert s2.rendition_state("ch", "480p30").continuity == {}  # per rendition
+    s2.close()
+
+
+def test_a_channel_left_live_by_a_killed_daemon_ended_at_restart_not_deliberately(store: SegmentStore) -> None:
+    store.update_channel("a", live=True, target_duration=6)
+    store.update_channel("b", live=False, ended=5.0, ended_deliberately=True)
+    assert store.mark_all_offline(now=1234.0) == ["a"]
+    assert store.channel("a") == {"live": False, "target_duration": 6, "ended": 1234.0, "ended_deliberately": False}
+    assert store.channel("b") == {"live": False, "ended": 5.0, "ended_deliberately": True}  # untouched
