@@ -91,7 +91,10 @@ class HlsHandlers:
             )
             for r in info["renditions"]
         ]
-        return self._playlist(hls.render_master_playlist(variants))
+        # A source cut without a keyframe (hls.max_segment_seconds) this session: its segments are not all
+        # independent any more
+        return self._playlist(hls.render_master_playlist(variants, independent=info.get("independent", True)
+                                                         is not False))
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         channel = request.match_info["channel"]

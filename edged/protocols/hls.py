@@ -94,9 +94,12 @@ def _attr_quoted(value: str) -> str:
     return f'"{value}"'
 
 
-def render_master_playlist(variants: list[Variant]) -> str:
-    """A multivariant playlist; variants are listed in the order given."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
+def render_master_playlist(variants: list[Variant], *, independent: bool = True) -> str:
+    """A multivariant playlist; variants are listed in the order given. `independent`: every segment
+    of every variant starts with a keyframe (EXT-X-INDEPENDENT-SEGMENTS, RFC 8216 4.3.5.1)."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
+    if independent:
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
     for v in variants:
         attrs = [f"BANDWIDTH={max(1, int(v.bandwidth))}"]
         if v.average_bandwidth:

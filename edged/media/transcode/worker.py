@@ -133,8 +133,12 @@ class Pipeline:
         # Fixed for the life of the playlist: from max_segment_seconds, never below what it advertised.
         before = store.channel(spec.channel) or {}
         self.target_duration = hls.target_duration(spec.max_segment_seconds, int(before.get("target_duration", 0)))
+        # A passthrough segment that starts at a forced cut (no keyframe) is not independent: the master
+        # playlist drops EXT-X-INDEPENDENT-SEGMENTS from then until a new publisher session.
+        same_session = before.get("session") == spec.session  # a restarted worker keeps what it found
+        self._independent = before.get("independent", True) is not False if same_session else True
         store.update_channel(spec.channel, live=True, session=spec.session, started=time.time(),
-                             target_duration=self.target_duration)
+                             target_duration=self.target_duration, independent=self._independent)
 
     def push(self, pkt: MediaPacket) -> None:
         self.renditions.push(pkt)
@@ -187,6 +191,9 @@ class Pipeline:
             first_arrival=seg.first_arrival,
         )
         over = self._check_duration(seg)
+        if seg.forced and seg.rendition == SOURCE and self._independent:
+            self._independent = False
+            self.store.update_channel(self.spec.channel, independent=False)
         stamper = self._stamper(seg.rendition)
         try:
             payload = stamper.stamp(seg.payload)

@@ -166,6 +166,7 @@ def test_target_duration_survives_a_reconnect_with_another_keyframe_interval(tmp
         wait_for(lambda: media(edge, "demo/source/index.m3u8").ended, 20, "the first session to end")
         before = media(edge, "demo/source/index.m3u8")
         assert before.target == 3 and max(before.durations.values()) < 1.5
+        assert "#EXT-X-INDEPENDENT-SEGMENTS" in get(edge, "demo/master.m3u8")
         # The encoder comes back with a keyframe every 5 s: past hls.max_segment_seconds (auto: 3 s).
         pub = ffmpeg_publish(edge.rtmp_url("k1"), seconds=8, extra=["-g", "150", "-keyint_min", "150",
                                                                      "-sc_threshold", "0"])
@@ -186,6 +187,8 @@ def test_target_duration_survives_a_reconnect_with_another_keyframe_interval(tmp
         assert forced is not None and int(forced.group(1)) >= 1, metrics  # at 3 s (then a keyframe at 5 s)
         assert 'edged_hls_segments_over_target_total{rendition="source"}' not in metrics
         assert "Set the encoder's keyframe interval to 2 s, or raise hls.max_segment_seconds" in edge.log()
+        # the passthrough's segments after a forced cut start without a keyframe: not independent
+        assert "#EXT-X-INDEPENDENT-SEGMENTS" not in get(edge, "demo/master.m3u8")
     finally:
         edge.stop()
 

@@ -183,6 +183,7 @@ def test_pipeline_restart_continues_counters_and_keeps_the_target(sample_flv: Pa
         assert payload is not None and continuity_errors(payload, state) == [], m.seq
     assert store.rendition_state("c", "source").continuity == state
     assert all(not r["forced"] and not r["over_target"] for r in reports if r["event"] == "segment")
+    assert info["independent"] is True  # every segment started with a keyframe
 
 
 def test_restart_backoff_resets_after_a_healthy_run() -> None:
@@ -190,3 +191,23 @@ def test_restart_backoff_resets_after_a_healthy_run() -> None:
     assert [b.after_failure(1.0) for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]  # a crash loop
     assert b.after_failure(45.0) == 0.5  # ran long enough: the next crash costs little again
     assert b.after_failure(2.0) == 1.0
+
+
+def test_hls_config_keys(tmp_path: Path) -> None:
+    from edged import config
+    from edged.errors import ConfigError
+
+    cfg = config.load(None)
+    assert cfg.hls.max_segment_seconds == 0 and cfg.hls.effective_max_segment_seconds == 6.0
+    assert cfg.hls.reconnect_grace_seconds == 10.0
+    f = tmp_path / "c.toml"
+    f.write_text("[hls]\nsegment_seconds = 1.0\nmax_segment_seconds = 4.5\nreconnect_grace_seconds = 0\n")
+    cfg = config.load(f)
+    assert cfg.hls.effective_max_segment_seconds == 4.5 and cfg.hls.reconnect_grace_seconds == 0
+    for body, key in (("max_segment_seconds = 1.0\n", "hls.max_segment_seconds"),  # below segment_seconds
+                      ("max_segment_seconds = 500\n", "hls.max_segment_seconds"),
+                      ("reconnect_grace_seconds = -1\n", "hls.reconnect_grace_seconds"),
+                      ("reconnect_grace_seconds = nan\n", "hls.reconnect_grace_seconds")):
+        f.write_text("[hls]\n" + body)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            config.load(f)

@@ -91,3 +91,9 @@ def test_master_playlist_attributes() -> None:
     assert lines[3] == ('#EXT-X-STREAM-INF:BANDWIDTH=3000000,AVERAGE-BANDWIDTH=2500000,'
                         'CODECS="avc1.64001F,mp4a.40.2",RESOLUTION=1280x720,FRAME-RATE=30.000')
     assert lines[4] == "source/index.m3u8"
+
+
+def test_master_playlist_without_independent_segments() -> None:
+    v = [hls.Variant(uri="source/index.m3u8", bandwidth=1)]
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in hls.render_master_playlist(v).splitlines()
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in hls.render_master_playlist(v, independent=False).splitlines()
