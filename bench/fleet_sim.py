@@ -202,7 +202,11 @@ async def _sim_edge(ident: dict[str, str], edge_port: int, interval: float, stop
             await call.write(convert.hello(info, "sim"))
             await call.read()
         stats["connected"] += 1
-        reader = asyncio.ensure_future(call.read())
+
+        async def drain() -> None:  # a real edge reads everything the controller sends (key tables, pulses)
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        reader = asyncio.ensure_future(drain())
         await asyncio.sleep(random.uniform(0, interval))
         next_at = loop.time()
         seq = 0

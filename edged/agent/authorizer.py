@@ -18,7 +18,8 @@ least every P seconds (Welcome.pulse_seconds) keeps the table current for as lon
 within the link's silence limit (edged/agent/link.py: 3 pulses), whatever C is; a rotated or deleted
 key is refused from the moment the push arrives (and the controller refuses it itself). After C (or
 the silence limit, whichever is later) every key is refused until a new link has delivered a fresh
-table. A table is never read from disk: an edge that starts while the controller is unreachable
+table. (An older controller sends no pulses and is quiet while well: with it, the link's end counts as
+the last time it was heard from.) A table is never read from disk: an edge that starts while the controller is unreachable
 refuses every publish until it connects.
 
 Loop-only except `lookup`, which any thread may call: it reads one dict, a few floats and a flag
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -168,6 +170,9 @@ class ControllerAuthorizer:
 
     def async_link_down(self) -> None:
         """The stream to the controller ended: the table ages from when the controller was last heard from."""
+        if self._link_up and math.isinf(self._silence_limit):
+            # an older controller that sends no pulses is quiet while well: its link's end is its last sign of life
+            self.async_heard()
         self._link_up = False
         self._staging = None
 

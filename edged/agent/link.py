@@ -328,9 +328,12 @@ class Agent:
                 backoff.reset()
             if now - self._linked_at >= GOOD_LINK_HEARTBEATS * self.heartbeat:
                 self._reattach_until = now + REATTACH_WINDOW
-            if self._stopping:
+            if self._stopped():  # stop() may have run while the attempt was failing
                 return
             await asyncio.sleep(backoff.next(self.heartbeat if now < self._reattach_until else math.inf))
+
+    def _stopped(self) -> bool:
+        return self._stopping
 
     async def _edge_port(self, ident: enroll.Identity, host: str, port: int) -> int:
         creds = grpc.ssl_channel_credentials(ident.ca_pem)

@@ -77,10 +77,12 @@ async def test_lookup_answers_from_the_pushed_table_and_follows_changes(clock: C
 async def test_outage_is_bridged_for_cache_seconds_then_refused(clock: Clock) -> None:
     ctl = Controller({"k1": "news"})
     a = ControllerAuthorizer(5.0, ctl, clock=clock)
+    a.async_link_up(silence_limit=6.0)  # a controller that pulses every 2 s
     a.async_table(table({"k1": "news"}), full=True)
-    clock.now += 3600  # while the link is up (and the controller sends no pulses) the table never ages
+    for _ in range(1800):  # while it is heard from, the table never ages
+        clock.now += 2.0
+        a.async_heard()
     assert a.fresh()
-    a.async_heard()  # the controller's last message
     clock.now += 2.0
     ctl.down = True
     a.async_link_down()  # seen 2 s after it was last heard from: the bound counts from the last message
@@ -168,3 +170,16 @@ async def test_an_answer_from_the_controller_counts_as_heard(clock: Clock) -> No
     assert await a.authorize("k1", protocol="rtmp", remote="peer") == "news"  # answered: alive just now
     clock.now += 4.0
     assert a.fresh()
+
+
+async def test_an_older_controller_without_pulses_ages_the_table_from_the_links_end(clock: Clock) -> None:
+    a = ControllerAuthorizer(5.0, clock=clock)
+    a.async_link_up()  # Welcome.pulse_seconds == 0: quiet while well
+    a.async_table(table({"k1": "news"}), full=True)
+    clock.now += 3600
+    assert a.fresh()
+    a.async_link_down()  # its last sign of life
+    clock.now += 5.0
+    assert a.lookup("k1") == "news"
+    clock.now += 0.1
+    assert a.lookup("k1") is None
