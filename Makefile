@@ -49,11 +49,14 @@ run: deps
 	@echo "watch:   ffplay http://127.0.0.1:8080/live/demo/master.m3u8"
 	$(BIN)/edged run --data-dir var/edged --channel demo:demo-key
 
-check: $(STAMP)
+# lint and types: ruff, then mypy (strict for edged/ and originctl/, configured in pyproject.toml)
+check: $(STAMP) proto
 	$(BIN)/ruff check edged originctl tests bench
+	$(BIN)/mypy
 
 test: deps build/web/hls.min.js
 	$(BIN)/ruff check edged originctl tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
 
 clean:

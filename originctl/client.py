@@ -22,8 +22,9 @@ DEFAULT_TIMEOUT = 10.0  # s per call
 
 
 def map_rpc_error(exc: grpc.RpcError, origin: str) -> errors.OriginctlError:
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+    call: Any = exc  # what gRPC raises is both an RpcError and a Call; the stubs cannot say so
+    code = call.code() if isinstance(call, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (call.details() if isinstance(call, grpc.Call) else "") or ""
     if code is grpc.StatusCode.UNAVAILABLE:
         return errors.ControllerUnavailable(
             f"cannot reach the controller at {origin} ({details.splitlines()[0] if details else 'unavailable'}): "

@@ -142,7 +142,7 @@ class SrtServer:
         lib = self._lib
         assert lib is not None
         if not _is_numeric(host):
-            host = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+            host = str(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0])
         lib.startup()
         # libsrt logs to stderr by default; errors go to our logger, and they tell us about
         # passphrase refusals, which happen inside libsrt after our listen callback.

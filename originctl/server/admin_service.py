@@ -35,14 +35,14 @@ DEFAULT_STREAMS = 100  # ended streams listed with --all
 MAX_STREAMS_PER_CALL = 10_000
 
 R = TypeVar("R")
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
 
 
 def admin_rpc(fn: Handler[R]) -> Handler[R]:
     """Check the bearer token, count the call, and map domain errors to status codes."""
 
     @functools.wraps(fn)
-    async def wrapper(self: AdminServicer, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: AdminServicer, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
         code = "OK"
         try:
             self._authenticate(context)
@@ -71,7 +71,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.metrics = metrics
         self._command_ids = itertools.count(1)
 
-    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         given = b""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
@@ -86,19 +86,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @admin_rpc
     async def ListNodes(self, request: admin_pb2.ListNodesRequest,
-                        context: grpc.aio.ServicerContext) -> admin_pb2.ListNodesResponse:
+                        context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ListNodesResponse:
         want = convert.STATE_FROM_PB.get(request.state)
         nodes = [n for n in self.registry.views() if want is None or n.state is want]
         nodes.sort(key=lambda n: (n.info.name, n.id))
         return admin_pb2.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in nodes])
 
     @admin_rpc
-    async def GetNode(self, request: admin_pb2.GetNodeRequest, context: grpc.aio.ServicerContext) -> common_pb2.Node:
+    async def GetNode(self, request: admin_pb2.GetNodeRequest, context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Node:
         return convert.node_to_pb(self.registry.view(self.registry.find(request.id)))
 
     @admin_rpc
     async def ListEvents(self, request: admin_pb2.ListEventsRequest,
-                         context: grpc.aio.ServicerContext) -> admin_pb2.ListEventsResponse:
+                         context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ListEventsResponse:
         node_id = self.registry.find(request.node_id).id if request.node_id else None
         limit = min(request.limit or DEFAULT_EVENTS, MAX_EVENTS_PER_CALL)
         await self.registry.drain()  # events recorded so far are visible
@@ -107,7 +107,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @admin_rpc
     async def CreateToken(self, request: admin_pb2.CreateTokenRequest,
-                          context: grpc.aio.ServicerContext) -> admin_pb2.CreateTokenResponse:
+                          context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.CreateTokenResponse:
         ttl = request.ttl_seconds or DEFAULT_TOKEN_TTL
         if not 0 < ttl <= MAX_TOKEN_TTL:
             raise UsageError(f"--ttl must be between 1s and {MAX_TOKEN_TTL / 86400:g}d")
@@ -127,7 +127,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @admin_rpc
     async def SetDraining(self, request: admin_pb2.SetDrainingRequest,
-                          context: grpc.aio.ServicerContext) -> common_pb2.Node:
+                          context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Node:
         entry = self.registry.async_set_draining(request.id, request.draining)
         if entry.session is not None:
             entry.session.async_send(set_draining_command(next(self._command_ids), request.draining))
@@ -141,31 +141,31 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @admin_rpc
     async def CreateChannel(self, request: admin_pb2.ChannelRequest,
-                            context: grpc.aio.ServicerContext) -> admin_pb2.ChannelKey:
+                            context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ChannelKey:
         rec, key = await self.channels.create(request.name)
         return admin_pb2.ChannelKey(channel=convert.channel_to_pb(self._channel_view(rec)), stream_key=key)
 
     @admin_rpc
     async def RotateChannelKey(self, request: admin_pb2.ChannelRequest,
-                               context: grpc.aio.ServicerContext) -> admin_pb2.ChannelKey:
+                               context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ChannelKey:
         rec, key = await self.channels.rotate(check_name(request.name))
         return admin_pb2.ChannelKey(channel=convert.channel_to_pb(self._channel_view(rec)), stream_key=key)
 
     @admin_rpc
     async def DeleteChannel(self, request: admin_pb2.ChannelRequest,
-                            context: grpc.aio.ServicerContext) -> admin_pb2.Channel:
+                            context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.Channel:
         rec = await self.channels.delete(check_name(request.name))
         return convert.channel_to_pb(self._channel_view(rec))
 
     @admin_rpc
     async def ListChannels(self, request: admin_pb2.ListChannelsRequest,
-                           context: grpc.aio.ServicerContext) -> admin_pb2.ListChannelsResponse:
+                           context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ListChannelsResponse:
         return admin_pb2.ListChannelsResponse(
             channels=[convert.channel_to_pb(self._channel_view(c)) for c in self.channels.all()])
 
     @admin_rpc
     async def ListStreams(self, request: admin_pb2.ListStreamsRequest,
-                          context: grpc.aio.ServicerContext) -> admin_pb2.ListStreamsResponse:
+                          context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ListStreamsResponse:
         live = self.streams.live()
         if not request.include_ended:
             return admin_pb2.ListStreamsResponse(streams=[convert.stream_to_pb(s) for s in live])
@@ -176,7 +176,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @admin_rpc
     async def Route(self, request: admin_pb2.RouteRequest,
-                    context: grpc.aio.ServicerContext) -> admin_pb2.RouteDecision:
+                    context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.RouteDecision:
         if self.router is None:
             raise UsageError("viewer routing is not running on this controller")
         if not request.client_ip:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -271,7 +271,7 @@ def status_code(exc: errors.OriginctlError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def abort(context: grpc.aio.ServicerContext, exc: errors.OriginctlError) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.OriginctlError) -> NoReturn:
     """End the RPC with the status code for `exc` and its message (which says what to do)."""
     await context.abort(status_code(exc), str(exc))
     raise AssertionError("unreachable")  # context.abort raises

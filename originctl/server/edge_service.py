@@ -50,7 +50,7 @@ class EnrollmentServicer(edge_pb2_grpc.EnrollmentServiceServicer):
         self.edge_port = edge_port
         self.metrics = metrics
 
-    async def Enroll(self, request: edge_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> edge_pb2.EnrollResponse:
+    async def Enroll(self, request: edge_pb2.EnrollRequest, context: grpc.aio.ServicerContext[Any, Any]) -> edge_pb2.EnrollResponse:
         try:
             response = await self._enroll(request, context.peer())
         except OriginctlError as exc:
@@ -90,12 +90,12 @@ class EnrollmentServicer(edge_pb2_grpc.EnrollmentServiceServicer):
                                        site=info.site)
 
     async def GetEndpoints(self, request: edge_pb2.GetEndpointsRequest,
-                           context: grpc.aio.ServicerContext) -> edge_pb2.Endpoints:
+                           context: grpc.aio.ServicerContext[Any, Any]) -> edge_pb2.Endpoints:
         return edge_pb2.Endpoints(edge_port=self.edge_port, version=__version__)
 
 
-def _auth_value(context: grpc.aio.ServicerContext, key: str) -> bytes | None:
-    values = context.auth_context().get(key) or []
+def _auth_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> bytes | None:
+    values = list(context.auth_context().get(key) or ())
     return values[0] if values else None
 
 
@@ -110,7 +110,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self.metrics = metrics if metrics is not None else registry.metrics
         self.channels.listeners.append(self._channel_changed)
 
-    async def _identify(self, context: grpc.aio.ServicerContext) -> str:
+    async def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         cn = _auth_value(context, "x509_common_name")
         pem = _auth_value(context, "x509_pem_cert")
         if cn is None or pem is None:
@@ -128,7 +128,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                                 f"this certificate of node {node_id} was superseded: use the newest one")
         return node_id
 
-    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         node_id = await self._identify(context)
         try:
             first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
@@ -170,7 +170,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                     await t
             self.registry.async_detach(node_id, session)
 
-    async def _read(self, node_id: str, session: Session, context: grpc.aio.ServicerContext) -> None:
+    async def _read(self, node_id: str, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         report = self.registry.async_report
         while True:
             msg = await context.read()
@@ -193,7 +193,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 self.registry.async_attach(node_id, convert.node_info_from_pb(msg.hello.info), session)
             # chat: the chat relay
 
-    async def _pump(self, session: Session, context: grpc.aio.ServicerContext) -> None:
+    async def _pump(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """The session's outbox down the stream; a Pulse whenever nothing else went for `pulse_seconds`. A
         write that takes over WRITE_TIMEOUT ends the stream (the edge stopped reading)."""
         while True:
@@ -241,7 +241,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         return place(channel, node_id, fleet)
 
     async def AuthorizePublish(self, request: edge_pb2.AuthorizePublishRequest,
-                               context: grpc.aio.ServicerContext) -> edge_pb2.AuthorizePublishResponse:
+                               context: grpc.aio.ServicerContext[Any, Any]) -> edge_pb2.AuthorizePublishResponse:
         node_id = await self._identify(context)
         rec = self.channels.by_key(request.stream_key)
         if rec is None:

@@ -35,7 +35,10 @@ class GeoIp:
         loc = rec.get("location")
         if not isinstance(loc, dict) or "latitude" not in loc or "longitude" not in loc:
             return None
-        return float(loc["latitude"]), float(loc["longitude"])
+        lat, lon = loc["latitude"], loc["longitude"]
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+            return None
+        return float(lat), float(lon)
 
     def close(self) -> None:
         if self._reader is not None:
