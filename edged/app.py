@@ -119,13 +119,21 @@ class EdgeApp:
         self._stop_event = asyncio.Event()
 
     def health(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "live_channels": self.hub.live_channels(),
             "rtmp_port": self.rtmp.port if self.rtmp else None,
+            "rtmps_port": (self.rtmp.tls_port or None) if self.rtmp else None,
             "srt_port": getattr(self.srt, "port", None),
         }
+        if self.agent is not None:
+            silence = self.agent.authorizer.silence()
+            out["origin"] = {
+                "connected": bool(self.agent.connected), "node_id": self.agent.node_id,
+                "silence_seconds": round(silence, 1) if silence != float("inf") else None,
+            }
+        return out
 
     async def _start(self, comp: Component) -> None:
         await comp.start()

@@ -46,7 +46,7 @@ async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.Strea
     route = getattr(request.match_info.route, "handler", None)
     name = getattr(route, "__name__", "other")
     if name in _VIEWER_ROUTES and resp.status < 400:
-        body = getattr(resp, "body", None)
+        body = getattr(resp, "body", None) if request.method != "HEAD" else None  # HEAD sends no body
         nbytes = len(body) if isinstance(body, bytes | bytearray) else 0
         metrics.HTTP_BYTES.labels(route=name).inc(nbytes)
         request.app[METER].async_record(request.remote, nbytes)

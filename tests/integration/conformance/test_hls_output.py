@@ -322,7 +322,16 @@ def test_segments_answer_byte_ranges_and_head(patient_edge: EdgeProcess, tmp_pat
     assert proc.stdout.decode() == "206" and out.read_bytes() == full[188:376]
     assert out.read_bytes()[0] == 0x47  # a TS packet boundary
 
-    # HEAD: the GET's headers, no body, on segments and playlists
+    # HEAD: the GET's headers, no body, on segments and playlists; no body bytes counted as sent
+    def sent_bytes() -> float:
+        _, _, text = _request(f"{edge.http}/metrics")
+        found = re.search(r'^edged_http_sent_bytes_total\{route="segment"\} (\S+)$', text.decode(), re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = sent_bytes()
+    for _ in range(3):
+        assert _request(url, method="HEAD")[2] == b""
+    assert sent_bytes() == before
     for path in (f"ranges/source/{seq}.ts", "ranges/source/index.m3u8", "ranges/master.m3u8"):
         g_status, g_headers, g_body = _request(f"{edge.http}/live/{path}")
         h_status, h_headers, h_body = _request(f"{edge.http}/live/{path}", method="HEAD")

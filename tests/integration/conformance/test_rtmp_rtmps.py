@@ -3,6 +3,7 @@ its CA; a certificate from another CA is refused by the client."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ def test_ffmpeg_publishes_over_rtmps(tmp_path: Path, tls: TlsFiles, stop_later: 
     edge, port = _rtmps_edge(tmp_path, tls)
     stop_later.append(edge.start())
     assert f"RTMPS listening on 127.0.0.1:{port}" in edge.log()
+    _, _, health = http_get(f"{edge.http}/healthz")
+    assert json.loads(health)["rtmps_port"] == port
     enc = ffmpeg_publish(f"rtmps://127.0.0.1:{port}/live/{KEY}", 4, size="320x240", extra=_verified(tls.ca))
     _, err = enc.communicate(timeout=60)
     assert enc.returncode == 0, err.decode(errors="replace")

@@ -6,6 +6,7 @@ publishing over RTMP. States are waited for up to a deadline; nothing here asser
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -62,6 +63,9 @@ def test_a_frozen_controller_counts_as_down_and_the_key_table_expires(procs: Pro
     wait_until(lambda: edge_metric(edge, "edged_controller_link_up") == 0.0, "the edge to count the link down",
                procs)
     assert (edge_metric(edge, 'edged_controller_link_lost_total{reason="silent"}') or 0) >= 1
+    _, _, health = get(edge.http, "/healthz")
+    link = json.loads(health)["origin"]
+    assert link["connected"] is False and link["node_id"] == node and link["silence_seconds"] > 0
     # ... and once auth_cache_seconds have passed since the controller was last heard from, the cached table no
     # longer answers: ffmpeg's publish is refused
     wait_until(lambda: edge_metric(edge, "edged_key_table_fresh") == 0.0, "the key table to expire", procs)
