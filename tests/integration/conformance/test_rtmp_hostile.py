@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from edged.protocols.rtmp import amf0
 from tests.integration.conformance.rtmp_peers import (
@@ -43,14 +41,6 @@ def _edge(tmp_path: Path, rtmp: dict[str, object], channels: dict[str, str] | No
     conf.write_text("[rtmp]\n" + "".join(f"{k} = {v!r}\n" for k, v in rtmp.items()))
     return EdgeProcess(tmp_path / "edge", channels or {"demo": KEY},
                        extra=["--no-srt", "--no-transcode", "--config", str(conf)])
-
-
-@pytest.fixture
-def stop_later() -> Iterator[list[EdgeProcess]]:
-    started: list[EdgeProcess] = []
-    yield started
-    for e in started:
-        e.stop()
 
 
 def _pid(edge: EdgeProcess) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,6 @@ def _rtmps_edge(tmp_path: Path, served: TlsFiles) -> tuple[EdgeProcess, int]:
 @pytest.fixture
 def tls(tmp_path: Path) -> TlsFiles:
     return make_tls_files(tmp_path / "tls")
-
-
-@pytest.fixture
-def stop_later() -> Iterator[list[EdgeProcess]]:
-    started: list[EdgeProcess] = []
-    yield started
-    for e in started:
-        e.stop()
 
 
 def _verified(ca: Path) -> list[str]:
