@@ -141,6 +141,13 @@ class NodeConfig:
     advertise: bool = True  # announce _edged._tcp on the LAN
     viewer_limit: int = 0  # viewers before the controller routes new ones elsewhere; 0 = no limit
     egress_limit_bps: int = 0  # egress bits/s at which the controller routes new viewers elsewhere; 0 = no limit
+    # Fleet distribution: `relay` lets the controller place this node inside channel trees it does not
+    # ingest (a relay between the ingest edge and other edges); `reachable = false` says other nodes cannot
+    # dial its relay port (behind NAT: children never dial it, and channels it ingests are pushed up to a
+    # relay node); `relay_host` is the host others dial for it ("" = the host of public_url)
+    relay: bool = False
+    reachable: bool = True
+    relay_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,6 +283,7 @@ def validate(cfg: Config) -> None:
     if cfg.node.viewer_limit < 0 or cfg.node.egress_limit_bps < 0:
         raise ConfigError("node.viewer_limit" if cfg.node.viewer_limit < 0 else "node.egress_limit_bps",
                           "must not be negative")
+    _validate_node_relay(cfg.node)
     if cfg.srt.pbkeylen not in (0, 16, 24, 32):
         raise ConfigError("srt.pbkeylen", "expected 0, 16, 24 or 32")
     if cfg.srt.passphrase and not 10 <= len(cfg.srt.passphrase) <= 79:
@@ -312,6 +320,24 @@ def validate(cfg: Config) -> None:
         if channel in seen:
             raise ConfigError(f"channels.{key}", f"channel {channel!r} has two stream keys")
         seen.add(channel)
+
+
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def _validate_node_relay(node: NodeConfig) -> None:
+    """[node] relay, reachable, relay_host."""
+    if node.relay and not node.reachable:
+        raise ConfigError("node.relay", "a relay node must be reachable by the others: set node.reachable = true "
+                                        "or node.relay = false")
+    if node.relay_host:
+        try:
+            ipaddress.ip_address(node.relay_host)
+        except ValueError:
+            if not _HOSTNAME_RE.match(node.relay_host):
+                raise ConfigError("node.relay_host", f"expected a host name or an IP address (no port, no scheme), "
+                                                     f"got {node.relay_host!r}") from None
 
 
 def _validate_http(http: HttpConfig) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from edged.common.gpu import GpuSample as GpuSample  # re-exported: part of the controller's domain
 from edged.common.gpu import GpuStatus as GpuStatus
+from edged.common.hostport import join_hostport
 
 
 class NodeState(enum.Enum):
@@ -40,6 +42,18 @@ class NodeInfo:
     driver_version: str = ""
     viewer_limit: int = 0  # 0 = no limit
     egress_limit_bps: int = 0  # 0 = no limit
+    relay_port: int = 0  # the node's relay listener; 0 = none
+    relay: bool = False  # [node] relay: may relay channels it does not ingest
+    reachable: bool = True  # [node] reachable: other nodes can dial its relay port
+    relay_host: str = ""  # [node] relay_host; "" = the host of public_url
+
+    @property
+    def relay_address(self) -> str:
+        """HOST:PORT other nodes dial for this node's relay listener; "" when it has none (or no host is known)."""
+        if not self.relay_port:
+            return ""
+        host = self.relay_host or (urlsplit(self.public_url).hostname or "" if self.public_url else "")
+        return join_hostport(host, self.relay_port) if host else ""
 
 
 @dataclass(frozen=True, slots=True)

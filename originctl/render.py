@@ -73,10 +73,17 @@ def gpu_summary(node: Node) -> str:
     return f"{len(r.gpus)}x {short_gpu_name(r.gpus[0].name)} {avg:.0f}%"
 
 
+def relay_summary(node: Node) -> str:
+    """The node's relay listener and role, e.g. "10.0.0.5:50061 relay" or "- unreachable"."""
+    i = node.info
+    flags = [f for f, on in (("relay", i.relay), ("unreachable", not i.reachable)) if on]
+    return " ".join([i.relay_address or "-", *flags])
+
+
 def nodes_table(nodes: Sequence[Node], now_ms: int, wide: bool = False) -> str:
     headers = ["ID", "NAME", "SITE", "STATE", "LAST-REPORT", "STREAMS", "VIEWERS", "GPU"]
     if wide:
-        headers += ["EGRESS", "ENC", "TEMP", "VERSION", "PEER", "REASON"]
+        headers += ["EGRESS", "ENC", "TEMP", "VERSION", "PEER", "RELAY", "REASON"]
     rows = []
     for n in nodes:
         r = n.last_report
@@ -88,7 +95,7 @@ def nodes_table(nodes: Sequence[Node], now_ms: int, wide: bool = False) -> str:
             row += [rate(r.node.egress_bps) if r else "-",
                     "/".join(f"{g.encoder_utilization_pct}%" for g in gpus) or "-",
                     "/".join(f"{g.temperature_c}C" for g in gpus) or "-",
-                    n.info.version or "-", n.peer or "-", n.state_reason]
+                    n.info.version or "-", n.peer or "-", relay_summary(n), n.state_reason]
         rows.append(row)
     return table(headers, rows)
 
@@ -129,6 +136,9 @@ def node_detail(n: Node, now_ms: int) -> str:
         f"Enrolled:     {when(n.enrolled_unix_ms)}; certificate valid until {when(n.certificate_not_after_unix_ms)}",
         f"Serves:       {i.public_url or '-'} (http {i.http_port or '-'}, rtmp {i.rtmp_port or '-'}, "
         f"srt {i.srt_port or '-'})",
+        f"Relay:        {i.relay_address or 'no relay listener'}; "
+        f"{'relay node' if i.relay else 'not a relay node'}; "
+        f"{'reachable by other nodes' if i.reachable else 'unreachable (pushes its channels up to a relay node)'}",
         f"Prefixes:     {', '.join(i.prefixes) or '-'}",
         f"Location:     {i.latitude}, {i.longitude}" if i.latitude is not None and i.longitude is not None
         else "Location:     -",

@@ -42,7 +42,8 @@ def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, 
 def node_info_to_pb(
     *, name: str, hostname: str, site: str, version: str, latitude: float | None, longitude: float | None,
     prefixes: tuple[str, ...], public_url: str, status: NodeStatus, heartbeat_seconds: float, gpu: GpuState | None,
-    viewer_limit: int = 0, egress_limit_bps: int = 0,
+    viewer_limit: int = 0, egress_limit_bps: int = 0, relay: bool = False, reachable: bool = True,
+    relay_host: str = "",
 ) -> pb.NodeInfo:
     m = pb.NodeInfo(
         name=name, hostname=hostname, site=site, version=version, prefixes=list(prefixes), public_url=public_url,
@@ -50,7 +51,8 @@ def node_info_to_pb(
         heartbeat_seconds=heartbeat_seconds,
         gpu_models=sorted({g.name for g in gpu.gpus}) if gpu else [],
         driver_version=gpu.driver_version if gpu else "", viewer_limit=viewer_limit,
-        egress_limit_bps=egress_limit_bps,
+        egress_limit_bps=egress_limit_bps, relay_port=status.relay_port, relay=relay, unreachable=not reachable,
+        relay_host=relay_host,
     )
     if latitude is not None:
         m.latitude = latitude

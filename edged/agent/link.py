@@ -252,7 +252,8 @@ class Agent:
             site=node.site or (self.identity.site if self.identity else ""), version=edged.__version__,
             latitude=node.latitude, longitude=node.longitude, prefixes=node.prefixes, public_url=public_url,
             status=status, heartbeat_seconds=self.heartbeat, gpu=gpu, viewer_limit=node.viewer_limit,
-            egress_limit_bps=node.egress_limit_bps,
+            egress_limit_bps=node.egress_limit_bps, relay=node.relay, reachable=node.reachable,
+            relay_host=node.relay_host,
         )
 
     def _safe_status(self) -> NodeStatus:

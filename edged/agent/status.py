@@ -13,6 +13,7 @@ class NodeStatus:
     http_port: int = 0  # bound ports (the real ones when the config said :0)
     rtmp_port: int = 0
     srt_port: int = 0
+    relay_port: int = 0  # the bound relay listener ([relay] listen); 0 = not running
     active_streams: int = 0  # live publishers on this node
     live_channels: tuple[str, ...] = ()
     transcodes: int = 0  # running transcoder processes

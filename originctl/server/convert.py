@@ -53,6 +53,7 @@ def node_info_from_pb(m: pb.NodeInfo) -> NodeInfo:
         prefixes=tuple(m.prefixes), public_url=m.public_url, http_port=m.http_port, rtmp_port=m.rtmp_port,
         srt_port=m.srt_port, heartbeat_seconds=m.heartbeat_seconds or 2.0, gpu_models=tuple(m.gpu_models),
         driver_version=m.driver_version, viewer_limit=m.viewer_limit, egress_limit_bps=m.egress_limit_bps,
+        relay_port=m.relay_port, relay=m.relay, reachable=not m.unreachable, relay_host=m.relay_host,
     )
 
 
@@ -120,7 +121,8 @@ def node_info_to_pb(i: NodeInfo) -> pb.NodeInfo:
         name=i.name, hostname=i.hostname, site=i.site, version=i.version, prefixes=list(i.prefixes),
         public_url=i.public_url, http_port=i.http_port, rtmp_port=i.rtmp_port, srt_port=i.srt_port,
         heartbeat_seconds=i.heartbeat_seconds, gpu_models=list(i.gpu_models), driver_version=i.driver_version,
-        viewer_limit=i.viewer_limit, egress_limit_bps=i.egress_limit_bps,
+        viewer_limit=i.viewer_limit, egress_limit_bps=i.egress_limit_bps, relay_port=i.relay_port,
+        relay=i.relay, unreachable=not i.reachable, relay_host=i.relay_host,
     )
     if i.latitude is not None:
         m.latitude = i.latitude

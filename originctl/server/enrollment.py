@@ -5,7 +5,9 @@ Files in the data dir (keys mode 0600, written atomically):
     server.key, server.crt  re-issued at every start (names can change), signed by the CA
     admin.token             SECRET.FINGERPRINT (originctl/trust.py)
 
-Node certificates: CN = node ID, EKU clientAuth only, valid NODE_CERT_VALID_DAYS. The controller
+Node certificates: CN = node ID, SAN DNS = node ID, EKU clientAuth (the edge link) and serverAuth (the
+node's relay listener: a child dials its parent naming the parent's node ID), valid NODE_CERT_VALID_DAYS;
+those issued before the relay carry clientAuth only (gRPC does not check the extended usage). The controller
 certificate: EKU serverAuth only, SAN = CONTROLLER_TLS_NAME, localhost, 127.0.0.1, ::1, the host
 name and any configured names/addresses. Blocking (file and crypto): call off the event loop.
 """
@@ -133,16 +135,16 @@ class CertificateAuthority:
             except ValueError:
                 sans.append(x509.DNSName(name))
         cert = self._sign_leaf(trust.CONTROLLER_TLS_NAME, key.public_key(), SERVER_CERT_VALID_DAYS, sans,
-                               ExtendedKeyUsageOID.SERVER_AUTH)
+                               (ExtendedKeyUsageOID.SERVER_AUTH,))
         return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem
 
     def _sign_leaf(self, common_name: str, public_key: object, days: int, sans: list[x509.GeneralName],
-                   usage: x509.ObjectIdentifier) -> x509.Certificate:
-        """An end-entity certificate signed by the CA: signature-only key usage, one extended usage."""
+                   usages: tuple[x509.ObjectIdentifier, ...]) -> x509.Certificate:
+        """An end-entity certificate signed by the CA: signature-only key usage, the given extended usages."""
         return (
             self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), public_key, days)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
             .add_extension(
                 x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                               data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -153,7 +155,8 @@ class CertificateAuthority:
         )
 
     def sign_node_csr(self, csr_pem: bytes, node_id: str) -> IssuedCert:
-        """Check the CSR and sign a client certificate for `node_id`; the CSR's subject is ignored."""
+        """Check the CSR and sign `node_id`'s certificate (client for the edge link, server for its relay
+        listener); the CSR's subject is ignored."""
         if len(csr_pem) > MAX_CSR_BYTES:
             raise EnrollmentRefused(f"the CSR is larger than {MAX_CSR_BYTES} bytes")
         try:
@@ -172,7 +175,7 @@ class CertificateAuthority:
         elif not isinstance(pub, ed25519.Ed25519PublicKey):
             raise EnrollmentRefused("the CSR's key must be EC P-256/P-384, RSA or Ed25519")
         cert = self._sign_leaf(node_id, pub, NODE_CERT_VALID_DAYS, [x509.DNSName(node_id)],
-                               ExtendedKeyUsageOID.CLIENT_AUTH)
+                               (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH))
         return IssuedCert(
             cert_pem=cert.public_bytes(serialization.Encoding.PEM),
             serial_hex=format(cert.serial_number, "x"),

@@ -61,7 +61,9 @@ def test_node_certificate_from_a_csr(tmp_path: Path) -> None:
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "nd-1234abcd"  # CSR subject ignored
     assert format(cert.serial_number, "x") == issued.serial_hex
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]  # edge link, relay port
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["nd-1234abcd"]  # what a relay child names its parent by
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
