@@ -71,6 +71,8 @@ class Grant:
     channel: str = ""
     reason: str = ""
     placement: PlacementOrder | None = None
+    next_seq: int = 0  # the channel's fleet-wide numbering, as the controller last heard it
+    disc_seq: int = 0
 
 
 # (stream key, protocol, remote address) → the controller's answer; raises ControllerUnavailable
@@ -95,6 +97,7 @@ class ControllerAuthorizer:
         self._heard_at = float("-inf")  # monotonic: the controller's last message or answer
         self._silence_limit = float("inf")  # s the link may stay silent and still count as up (no pulses: inf)
         self._placements: dict[str, tuple[PlacementOrder, float]] = {}
+        self._numbering: dict[str, tuple[int, int, float]] = {}  # channel → (next seq, disc seq, when granted)
         self._quiet = QuietLog(log)  # publishers may retry without end
         KEY_TABLE_FRESH.set_function(lambda: float(self.fresh()))
         # Called with a channel whose key was rotated or revoked: its live publisher is disconnected.
@@ -201,6 +204,12 @@ class ControllerAuthorizer:
             self._keep_placement(grant.channel, grant.placement)
         else:
             self._placements.pop(grant.channel, None)
+        if grant.next_seq or grant.disc_seq:
+            if len(self._numbering) >= MAX_PLACEMENTS:
+                self._numbering.pop(next(iter(self._numbering)))
+            self._numbering[grant.channel] = (grant.next_seq, grant.disc_seq, self._clock())
+        else:
+            self._numbering.pop(grant.channel, None)
         return grant.channel
 
     def _from_table(self, stream_key: str, protocol: str, remote: str, exc: Exception) -> str:
@@ -232,6 +241,14 @@ class ControllerAuthorizer:
             if len(self._placements) >= MAX_PLACEMENTS:
                 self._placements.pop(next(iter(self._placements)))
         self._placements[channel] = (order, now)
+
+    def numbering_for(self, channel: str) -> tuple[int, int] | None:
+        """(next sequence number, discontinuity count) of the channel fleet-wide, as the controller answered the
+        publish now starting, once; None when it did not say (the node numbers from its own store)."""
+        kept = self._numbering.pop(channel, None)
+        if kept is None or self._clock() - kept[2] > PLACEMENT_TTL:
+            return None
+        return kept[0], kept[1]
 
     def placement_for(self, channel: str) -> tuple[str, str] | None:
         """(mode, reason) the controller decided for the stream now starting on `channel`, once; None when it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edged.agent.authorizer import Grant, PlacementOrder
+from edged.agent.relaymap import Relaying, RelayPeer, RelayRoute
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GPU_OK, NO_GPU, NVML_ERROR, GpuState, HostReading
 from edged.common.gpu import GPU_OPTIONAL_FIELDS, GPU_PLAIN_FIELDS, GpuSample
@@ -21,7 +22,8 @@ def gpu_to_pb(g: GpuSample) -> pb.GpuSample:
     return m
 
 
-def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, status: NodeStatus) -> pb.Report:
+def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, status: NodeStatus,
+                 relaying: list[Relaying] | None = None) -> pb.Report:
     return pb.Report(
         seq=seq,
         sent_unix_us=sent_unix_us,
@@ -36,6 +38,8 @@ def report_to_pb(seq: int, sent_unix_us: int, gpu: GpuState, host: HostReading, 
         gpu_status=_GPU_STATUS[gpu.status],
         gpu_error=gpu.error,
         gpus=[gpu_to_pb(g) for g in gpu.gpus],
+        relaying=[pb.Relaying(channel=r.channel, role=r.role, parent_node_id=r.parent_node_id, children=r.children)
+                  for r in relaying or ()],
     )
 
 
@@ -90,7 +94,8 @@ def grant_from_pb(m: edge_pb2.AuthorizePublishResponse) -> Grant:
     if m.allowed and m.HasField("placement") and m.placement.mode in _MODES:
         p = m.placement
         order = PlacementOrder(mode=_MODES[p.mode], encoder=p.encoder, reason=p.reason, node_id=p.node_id)
-    return Grant(allowed=m.allowed, channel=m.channel, reason=m.reason, placement=order)
+    return Grant(allowed=m.allowed, channel=m.channel, reason=m.reason, placement=order, next_seq=m.next_seq,
+                 disc_seq=m.disc_seq)
 
 
 def key_entries(m: edge_pb2.KeyTable) -> list[tuple[str, str]]:
@@ -110,3 +115,20 @@ def stream_started(channel: str, protocol: str, time_unix_ms: int, *, transcode:
 def stream_ended(channel: str, protocol: str, time_unix_ms: int) -> edge_pb2.EdgeMessage:
     return edge_pb2.EdgeMessage(stream_event=edge_pb2.StreamEvent(
         kind=edge_pb2.StreamEvent.KIND_ENDED, channel=channel, protocol=protocol, time_unix_ms=time_unix_ms))
+
+
+def relay_route_from_pb(m: edge_pb2.RelayRoute) -> RelayRoute:
+    push = RelayPeer(m.push_to.node_id, m.push_to.address) if m.HasField("push_to") and m.push_to.node_id else None
+    return RelayRoute(channel=m.channel, chain=tuple(RelayPeer(h.node_id, h.address) for h in m.chain), push_to=push)
+
+
+def relay_parent_request(channel: str, exclude: tuple[str, ...]) -> edge_pb2.GetRelayParentRequest:
+    return edge_pb2.GetRelayParentRequest(channel=channel, exclude=list(exclude))
+
+
+def numbering(channel: str, next_seq: int, disc_seq: int) -> edge_pb2.EdgeMessage:
+    return edge_pb2.EdgeMessage(numbering=edge_pb2.Numbering(channel=channel, next_seq=next_seq, disc_seq=disc_seq))
+
+
+def renew_request(csr_pem: bytes) -> edge_pb2.RenewCertificateRequest:
+    return edge_pb2.RenewCertificateRequest(csr_pem=csr_pem)

@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edged.agent.errors import ControllerUnavailable, EnrollmentError
 from edged.common import fingerprint
@@ -113,3 +113,16 @@ def fetch_ca(host: str, port: int, ca_fingerprint: str, timeout: float = 5.0) ->
             f"the controller at {host}:{port} is not the one that issued this token (its CA fingerprint differs "
             "from the token's): check --origin, or create a token on this controller")
     return ca
+
+
+def serves_tls(cert_pem: bytes) -> bool:
+    """Whether a node certificate may serve TLS (the relay listener): certificates issued before the relay
+    carry the clientAuth extended usage only, and a TLS client refuses them as a server's."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True  # no restriction on its use
+    except ValueError:
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in eku

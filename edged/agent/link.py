@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -43,6 +44,7 @@ import edged
 from edged.agent import convert, enroll
 from edged.agent.authorizer import ControllerAuthorizer, Grant
 from edged.agent.errors import ControllerSilent, ControllerUnavailable, EnrollmentError
+from edged.agent.relaymap import ControllerDirectory, NotServed, RelayRoute
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GpuState, Telemetry, read_host
 from edged.common.fingerprint import fingerprint_pem
@@ -164,6 +166,13 @@ class Agent:
         self._stream_heard = 0.0  # monotonic: the last message on the open stream (the silence watchdog's clock)
         self._quiet = QuietLog(log)  # link losses are the controller's (or the network's) doing: bounded lines
         self.authorizer = ControllerAuthorizer(cfg.origin.auth_cache_seconds, self.authorize_publish)
+        # fleet distribution: this edge's parents per channel (GetRelayParent, and the map pushed down the stream)
+        self.relay_directory = ControllerDirectory(self._ask_relay_parent)
+        self._numbering: dict[str, Any] = {}  # channel → its latest Numbering message not written yet
+        # called with the identity once enrolled and again when its certificate is renewed (the relay listener
+        # serves with it)
+        self.identity_listeners: list[Callable[[enroll.Identity], None]] = []
+        self._renewing: asyncio.Task[None] | None = None
         SILENCE.set_function(lambda: -1.0 if math.isinf(s := self.authorizer.silence()) else s)
 
     @property
@@ -205,6 +214,7 @@ class Agent:
             else:
                 try:
                     self.identity = first.result()
+                    self._notify_identity(self.identity)
                 except ControllerUnavailable as exc:
                     log.warning("controller not reachable (%s); edged keeps serving and enrolls when it is", exc)
         self._task = asyncio.create_task(self._run(), name="edged-agent")
@@ -226,6 +236,10 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewing
         if self._flushing is not None:
             self._flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -301,6 +315,7 @@ class Agent:
                 if self.identity is None:
                     first, self._first_enroll = self._first_enroll, None
                     self.identity = await (first if first is not None else self._enroll())
+                    self._notify_identity(self.identity)
                 await self._session(self.identity)
             except EnrollmentError as exc:
                 self.error = exc
@@ -375,6 +390,8 @@ class Agent:
             self._linked_at = time.monotonic()
             self._last_address = (host, port)
             self._announce_live()
+            if not enroll.serves_tls(ident.cert_pem) and (self._renewing is None or self._renewing.done()):
+                self._renewing = asyncio.create_task(self._renew(ident, call), name="edged-agent-renew")
             LINK_UP.set(1)
             log.info("connected to the controller at %s:%d as node %s (state %s; it counts as down after %s "
                      "without a message)", host, edge_port, ident.node_id, common_pb2.NodeState.Name(welcome.state),
@@ -416,7 +433,7 @@ class Agent:
             gpu = await self.telemetry.sample()
             seq += 1
             msg = convert.report(convert.report_to_pb(seq, int(time.time() * 1e6), gpu, read_host(),
-                                                      self._safe_status()))
+                                                      self._safe_status(), self.relay_directory.relaying()))
             await self._write(call, msg, events_first=True)
             next_at += self.heartbeat
             now = loop.time()
@@ -452,6 +469,10 @@ class Agent:
                                             more=msg.key_table.more)
             elif body == "key_invalidation":
                 self.authorizer.async_invalidate(msg.key_invalidation.channel)
+            elif body == "relay_map":
+                m = msg.relay_map
+                self.relay_directory.async_map([convert.relay_route_from_pb(r) for r in m.routes], m.removed,
+                                               full=m.full, more=m.more)
             elif msg.HasField("command"):
                 cmd = msg.command
                 if cmd.HasField("set_draining"):
@@ -475,10 +496,16 @@ class Agent:
                                             "(it stopped reading)") from None
 
     async def _write_events(self, call: Any) -> None:
-        """Under the write lock: queued stream events, oldest first (one leaves the queue once written)."""
+        """Under the write lock: queued stream events, oldest first (one leaves the queue once written), then the
+        latest segment numbering of each channel ingested here."""
         while self._events:
             await call.write(self._events[0])
             self._events.popleft()
+        while self._numbering:
+            channel = next(iter(self._numbering))
+            await call.write(self._numbering[channel])
+            if self._numbering.get(channel) is not None:
+                del self._numbering[channel]
 
     # --- publish authorization and stream events (loop-only) ----------------------------------------
 
@@ -531,3 +558,62 @@ class Agent:
                 await self._write_events(call)
         except Exception as exc:  # the stream broke (or stalled): the link reconnects and sends them then
             log.debug("stream events not sent yet: %s", exc)
+
+    def async_numbering(self, channel: str, next_seq: int, disc_seq: int) -> None:
+        """A segment of `channel` (ingested here) was committed: its next sequence number and discontinuity count
+        go up (the latest per channel, written after the queued stream events), so the controller can continue
+        the numbering on another ingest edge."""
+        if not self.enabled:
+            return
+        self._numbering.pop(channel, None)  # re-inserted last: channels take turns
+        self._numbering[channel] = convert.numbering(channel, next_seq, disc_seq)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_events(), name="edged-agent-events")
+
+    # --- fleet distribution ------------------------------------------------------------------------------
+
+    async def _ask_relay_parent(self, channel: str, exclude: tuple[str, ...]) -> RelayRoute:
+        """The controller's route for `channel` to this edge; NotServed when nobody can serve it here,
+        ControllerUnavailable when the controller cannot be asked now."""
+        stub = self._stub
+        if stub is None:
+            raise ControllerUnavailable("not connected to the controller")
+        try:
+            resp = await stub.GetRelayParent(convert.relay_parent_request(channel, exclude),
+                                             timeout=self.relay_directory.deadline)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise NotServed(exc.details() or exc.code().name) from None
+            raise ControllerUnavailable(f"GetRelayParent: {exc.code().name}: {exc.details() or ''}") from None
+        self._heard()
+        return convert.relay_route_from_pb(resp)
+
+    async def _renew(self, ident: enroll.Identity, call: Any) -> None:
+        """A certificate from before the relay (clientAuth only) cannot serve the relay listener: trade a new key's
+        CSR for one that can, save it, and reconnect with it (the controller accepts only the newest)."""
+        stub = self._stub
+        if stub is None:
+            return
+        try:
+            key_pem, csr_pem = await asyncio.to_thread(enroll.new_key_and_csr, self.cfg.node.name or ident.node_id)
+            resp = await stub.RenewCertificate(convert.renew_request(csr_pem), timeout=RPC_TIMEOUT)
+            renewed = dataclasses.replace(ident, key_pem=key_pem, cert_pem=resp.certificate_pem)
+            await asyncio.to_thread(enroll.save_identity, self.cfg.data_path, renewed)
+        except grpc.aio.AioRpcError as exc:
+            self._quiet.warning("renew", "renewing the node certificate for the relay listener failed (%s: %s); "
+                                "retrying at the next connection", exc.code().name, exc.details() or "")
+            return
+        except Exception:
+            log.exception("renewing the node certificate failed")
+            return
+        self.identity = renewed
+        log.info("node certificate renewed (it now also serves the relay listener); reconnecting with it")
+        self._notify_identity(renewed)
+        call.cancel()  # the session ends; the link reconnects at once with the new certificate
+
+    def _notify_identity(self, ident: enroll.Identity) -> None:
+        for cb in list(self.identity_listeners):
+            try:
+                cb(ident)
+            except Exception:
+                log.exception("identity listener failed")
