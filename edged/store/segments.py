@@ -14,8 +14,11 @@ Named databases:
                                            when the last session ended, the target duration)
   stats     b"bytes"                     → total payload bytes held
 
-Writers are pipeline worker processes (one transaction per segment); readers are HTTP handlers
-in the main process. LMDB makes that safe across processes.
+Writers are pipeline worker processes (one transaction per segment) and, on an edge that relays a
+channel from another, the relay's one writer thread (`apply_segment`, `apply_channel`: the records
+the parent sent, under the same keys and metadata as on the ingest edge; only the age index and
+`written_ns` are this node's, and `origin_ns` keeps the ingest edge's commit time). Readers are HTTP
+handlers and the relay server in the main process. LMDB makes that safe across processes.
 """
 
 from __future__ import annotations
@@ -51,7 +54,13 @@ class SegmentMeta:
     program_date_time: float  # wall clock (epoch seconds) of the first packet
     size: int  # bytes
     written_ns: int  # wall clock (epoch ns) of the commit; also the age-index key
-    first_arrival: float = 0.0  # monotonic arrival of the first packet at the ingest socket
+    first_arrival: float = 0.0  # monotonic arrival of the first packet at the ingest socket (0 on a relayed copy)
+    origin_ns: int = 0  # relayed copy: wall clock (epoch ns) of the commit at the ingest edge; 0 = committed here
+
+    @property
+    def ingest_ns(self) -> int:
+        """When the ingest edge committed this segment (epoch ns), on whichever edge the copy is."""
+        return self.origin_ns or self.written_ns
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -200,6 +209,54 @@ class SegmentStore:
             txn.put(channel.encode(), json.dumps(info, separators=(",", ":")).encode())
         return info
 
+    def apply_segment(self, meta: SegmentMeta, payload: bytes, keep: int) -> tuple[bool, int]:
+        """Store a relayed segment (its metadata as the ingest edge committed it, `origin_ns` set, this
+        node's `written_ns`) and the rendition's numbering after it, in one transaction; evict as
+        `put_segment` does. A sequence number already held is left as it is (a number never names other
+        bytes). Returns (stored, evicted)."""
+        for attempt in range(3):
+            try:
+                return self._apply(meta, payload, keep)
+            except lmdb.MapFullError:
+                self._evict_oldest(max(1, 4 << attempt))
+            except lmdb.Error as exc:
+                raise StoreError(f"relayed segment write failed: {exc}") from exc
+        raise StoreError("segment store full even after eviction; raise store.max_bytes")
+
+    def _apply(self, meta: SegmentMeta, payload: bytes, keep: int) -> tuple[bool, int]:
+        key = keys.segment_key(meta.channel, meta.rendition, meta.seq)
+        pre = keys.prefix(meta.channel, meta.rendition)
+        with self.env.begin(write=True) as txn:
+            if txn.get(key, db=self._db["meta"]) is not None:
+                return False, 0
+            total = int(txn.get(_BYTES_KEY, b"0", db=self._db["stats"])) + len(payload)
+            txn.put(key, payload, db=self._db["segments"])
+            txn.put(key, meta.to_json(), db=self._db["meta"])
+            txn.put(keys.age_key(meta.written_ns, key), b"", db=self._db["age"])
+            raw = txn.get(pre, db=self._db["seq"])
+            state: dict[str, Any] = json.loads(raw) if raw else {}
+            if meta.seq + 1 >= int(state.get("next", 0)):
+                state.update(next=meta.seq + 1, disc=max(meta.disc_seq, int(state.get("disc", 0))),
+                             end=round(meta.program_date_time + meta.duration, 6))
+                txn.put(pre, json.dumps(state, separators=(",", ":")).encode(), db=self._db["seq"])
+            evicted = 0
+            cur = txn.cursor(db=self._db["meta"])
+            if cur.set_range(pre):
+                while cur.key().startswith(pre):
+                    if int.from_bytes(cur.key()[-8:], "big") > meta.seq - keep:
+                        break
+                    k = bytes(cur.key())
+                    total -= self._delete(txn, k)
+                    evicted += 1
+                    if not cur.set_range(k):
+                        break
+            evicted += self._evict(txn, total, max_bytes=self.max_bytes)
+        return True, evicted
+
+    def apply_channel(self, channel: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge a relayed channel record (or a stream start/end) into this node's copy."""
+        return self.update_channel(channel, **fields)
+
     def mark_all_offline(self, now: float | None = None) -> list[str]:
         """At daemon start no publisher is connected: every channel is offline. A channel its worker
         left live (the daemon was killed with it) ended now, not deliberately: its playlist ends once
@@ -240,6 +297,24 @@ class SegmentStore:
                 ok = cur.prev()
         out.reverse()
         return out
+
+    def metas_from(self, channel: str, rendition: str, seq: int, limit: int) -> list[SegmentMeta]:
+        """Up to `limit` segments of a rendition from sequence number `seq` on, oldest first (a relay
+        subscription's replay)."""
+        pre = keys.prefix(channel, rendition)
+        out: list[SegmentMeta] = []
+        with self.env.begin(db=self._db["meta"], buffers=True) as txn:
+            cur = txn.cursor()
+            ok = cur.set_range(keys.segment_key(channel, rendition, seq))
+            while ok and bytes(cur.key()).startswith(pre) and len(out) < limit:
+                out.append(SegmentMeta.from_json(cur.value()))
+                ok = cur.next()
+        return out
+
+    def meta(self, channel: str, rendition: str, seq: int) -> SegmentMeta | None:
+        with self.env.begin(db=self._db["meta"], buffers=True) as txn:
+            raw = txn.get(keys.segment_key(channel, rendition, seq))
+            return SegmentMeta.from_json(raw) if raw is not None else None
 
     def read(self, channel: str, rendition: str, seq: int) -> bytes | None:
         """A segment's payload: one copy out of the memory map, none before."""

@@ -1,0 +1,331 @@
+"""Relay records: what one edge sends another about a channel, sans-IO (bytes in, records out).
+
+The unit relayed is what the store holds. A subscription is a stream of records for one channel, in
+commit order:
+
+    CHANNEL       the channel record as the ingest edge wrote it: renditions (names, sizes, codecs,
+                  bandwidths, frame rates), the playlist's target duration, window and reconnect grace,
+                  the independent-segments flag, the live/ended state
+    SEGMENT       one segment: its metadata as the ingest edge committed it, and its payload
+    STREAM_START  a publisher session began (session number, start time)
+    STREAM_END    it ended (when, and whether deliberately)
+    KEEPALIVE     nothing new; sent when idle so that a child tells a stalled parent within its stall
+                  timeout. The first one after the replay says the child has caught up
+    RESYNC        the position the child asked for is gone from the parent: what follows starts at the
+                  parent's live window (the child never lists across the hole)
+
+On the wire a record is (kind, header, payload): the header is a small JSON object, the payload the
+segment bytes (empty for the other kinds), so that later kinds (LL-HLS parts, init segments) are new
+kinds with their own header, not a new relay. `decode` validates everything a peer sends (types,
+ranges, names, the size cap) and raises RecordError; `OrderCheck` refuses records out of order. Either
+ends that one subscription.
+
+A position is, per rendition, the next sequence number the child lacks and the epoch (discontinuity
+sequence) of the last segment it holds. Sequence numbers are fleet-wide, so any parent can serve one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_SEQ = (1 << 63) - 1
+MAX_RENDITIONS = 32
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RecordError(Exception):
+    """A record a peer sent is malformed, too large or out of order: that subscription ends."""
+
+
+class Kind(enum.IntEnum):
+    CHANNEL = 1
+    SEGMENT = 2
+    STREAM_START = 3
+    STREAM_END = 4
+    KEEPALIVE = 5
+    RESYNC = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    name: str
+    width: int = 0
+    height: int = 0
+    codecs: str = ""
+    bandwidth: int = 0
+    average_bandwidth: int = 0
+    frame_rate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "width": self.width, "height": self.height, "codecs": self.codecs,
+                "bandwidth": self.bandwidth, "average_bandwidth": self.average_bandwidth,
+                "frame_rate": self.frame_rate}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    """The fields of a channel record that every edge serving the channel must share."""
+
+    renditions: tuple[Rendition, ...] = ()
+    target_duration: int = 0
+    window: int = 0  # segments listed in a live media playlist (0: the receiving edge's own hls.window)
+    reconnect_grace: float = -1.0  # s before a lost publisher's playlist ends (-1: the receiver's own)
+    independent: bool = True
+    live: bool = False
+    session: int = 0
+    started: float = 0.0
+    ended: float | None = None
+    ended_deliberately: bool = False
+
+    kind = Kind.CHANNEL
+
+    def fields(self) -> dict[str, Any]:
+        """As the store's channel record holds them."""
+        out: dict[str, Any] = {
+            "renditions": [r.to_dict() for r in self.renditions], "target_duration": self.target_duration,
+            "independent": self.independent, "live": self.live, "session": self.session, "started": self.started,
+            "ended": self.ended, "ended_deliberately": self.ended_deliberately,
+        }
+        if self.window:
+            out["window"] = self.window
+        if self.reconnect_grace >= 0:
+            out["reconnect_grace"] = self.reconnect_grace
+        return out
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> ChannelRecord:
+        """From the store's channel record (the parent's side; raises RecordError if it cannot be sent)."""
+        return _channel_from_header(info)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRecord:
+    rendition: str
+    seq: int
+    duration: float
+    discontinuity: bool
+    disc_seq: int
+    start_pts: float
+    program_date_time: float
+    ingest_ns: int  # commit time at the ingest edge (epoch ns)
+    payload: bytes = field(repr=False)
+
+    kind = Kind.SEGMENT
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    session: int
+    started: float
+
+    kind = Kind.STREAM_START
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    ended: float
+    deliberate: bool
+
+    kind = Kind.STREAM_END
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    kind = Kind.KEEPALIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    reason: str
+
+    kind = Kind.RESYNC
+
+
+Record = ChannelRecord | SegmentRecord | StreamStart | StreamEnd | Keepalive | Resync
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a child resumes one rendition: the next sequence number it lacks, and the discontinuity
+    sequence of the last segment it holds."""
+
+    rendition: str
+    next_seq: int
+    epoch: int = 0
+
+
+# --- encoding ------------------------------------------------------------------------------------------
+
+def _header(rec: Record) -> dict[str, Any]:
+    if isinstance(rec, ChannelRecord):
+        return rec.fields()
+    if isinstance(rec, SegmentRecord):
+        return {"rendition": rec.rendition, "seq": rec.seq, "duration": rec.duration,
+                "discontinuity": rec.discontinuity, "disc_seq": rec.disc_seq, "start_pts": rec.start_pts,
+                "program_date_time": rec.program_date_time, "ingest_ns": rec.ingest_ns, "size": len(rec.payload)}
+    if isinstance(rec, StreamStart):
+        return {"session": rec.session, "started": rec.started}
+    if isinstance(rec, StreamEnd):
+        return {"ended": rec.ended, "deliberate": rec.deliberate}
+    if isinstance(rec, Resync):
+        return {"reason": rec.reason}
+    return {}
+
+
+def encode(rec: Record) -> tuple[int, bytes, bytes]:
+    """(kind, header, payload) of a record."""
+    header = json.dumps(_header(rec), separators=(",", ":"), allow_nan=False).encode()
+    payload = rec.payload if isinstance(rec, SegmentRecord) else b""
+    return int(rec.kind), header, payload
+
+
+def encoded_size(rec: Record) -> int:
+    kind, header, payload = encode(rec)
+    return len(header) + len(payload)
+
+
+# --- decoding ------------------------------------------------------------------------------------------
+
+def _int(d: dict[str, Any], key: str, lo: int = 0, hi: int = MAX_SEQ, default: int | None = None) -> int:
+    v = d.get(key, default)
+    if type(v) is not int or not lo <= v <= hi:
+        raise RecordError(f"{key}: expected an integer between {lo} and {hi}, got {v!r}")
+    return v
+
+
+def _float(d: dict[str, Any], key: str, lo: float, hi: float, default: float | None = None) -> float:
+    v = d.get(key, default)
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or not lo <= v <= hi:
+        raise RecordError(f"{key}: expected a number between {lo:g} and {hi:g}, got {v!r}")
+    return float(v)
+
+
+def _bool(d: dict[str, Any], key: str, default: bool | None = None) -> bool:
+    v = d.get(key, default)
+    if type(v) is not bool:
+        raise RecordError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _name(v: Any, key: str) -> str:
+    if type(v) is not str or not _NAME_RE.match(v):
+        raise RecordError(f"{key}: not a valid name: {v!r}")
+    return v
+
+
+_MAX_TIME = 1e11  # epoch seconds (year 5138): anything beyond is not a time
+_CODECS_RE = re.compile(r'^[A-Za-z0-9.,_ -]{0,256}$')
+
+
+def _rendition(d: Any) -> Rendition:
+    if not isinstance(d, dict):
+        raise RecordError("renditions: expected objects")
+    codecs = d.get("codecs", "")
+    if type(codecs) is not str or not _CODECS_RE.match(codecs):
+        raise RecordError(f"renditions.codecs: not a CODECS value: {codecs!r}")
+    fr = d.get("frame_rate")
+    return Rendition(
+        name=_name(d.get("name"), "renditions.name"), width=_int(d, "width", 0, 16384, 0),
+        height=_int(d, "height", 0, 16384, 0), codecs=codecs, bandwidth=_int(d, "bandwidth", 0, 1 << 40, 0),
+        average_bandwidth=_int(d, "average_bandwidth", 0, 1 << 40, 0) if d.get("average_bandwidth") is not None else 0,
+        frame_rate=None if fr is None else _float(d, "frame_rate", 0, 1000),
+    )
+
+
+def _channel_from_header(d: dict[str, Any]) -> ChannelRecord:
+    rends = d.get("renditions", [])
+    if not isinstance(rends, list) or len(rends) > MAX_RENDITIONS:
+        raise RecordError(f"renditions: expected a list of at most {MAX_RENDITIONS}")
+    renditions = tuple(_rendition(r) for r in rends)
+    if len({r.name for r in renditions}) != len(renditions):
+        raise RecordError("renditions: a name is listed twice")
+    ended = d.get("ended")
+    return ChannelRecord(
+        renditions=renditions, target_duration=_int(d, "target_duration", 0, 3600, 0),
+        window=_int(d, "window", 0, 1000, 0), reconnect_grace=_float(d, "reconnect_grace", -1, 86400, -1),
+        independent=_bool(d, "independent", True),
+        live=_bool(d, "live", False), session=_int(d, "session", 0, MAX_SEQ, 0),
+        started=_float(d, "started", 0, _MAX_TIME, 0.0),
+        ended=None if ended is None else _float(d, "ended", 0, _MAX_TIME),
+        ended_deliberately=_bool(d, "ended_deliberately", False),
+    )
+
+
+def decode(kind: int, header: bytes, payload: bytes, *, max_bytes: int) -> Record:
+    """The record a peer sent; RecordError when it is malformed or over `max_bytes` in all."""
+    if len(header) > MAX_HEADER_BYTES:
+        raise RecordError(f"record header of {len(header)} bytes (at most {MAX_HEADER_BYTES})")
+    if len(header) + len(payload) > max_bytes:
+        raise RecordError(f"record of {len(header) + len(payload)} bytes is over the cap of {max_bytes}")
+    try:
+        k = Kind(kind)
+    except ValueError:
+        raise RecordError(f"unknown record kind {kind}") from None
+    try:
+        d = json.loads(header) if header else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"record header is not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise RecordError("record header is not a JSON object")
+    if k is not Kind.SEGMENT and payload:
+        raise RecordError(f"{k.name} record with a payload")
+    if k is Kind.CHANNEL:
+        return _channel_from_header(d)
+    if k is Kind.SEGMENT:
+        size = _int(d, "size", 0, max_bytes)
+        if size != len(payload):
+            raise RecordError(f"segment size {size} but {len(payload)} payload bytes")
+        return SegmentRecord(
+            rendition=_name(d.get("rendition"), "rendition"), seq=_int(d, "seq"),
+            duration=_float(d, "duration", 0, 3600), discontinuity=_bool(d, "discontinuity"),
+            disc_seq=_int(d, "disc_seq"), start_pts=_float(d, "start_pts", -1e12, 1e12),
+            program_date_time=_float(d, "program_date_time", 0, _MAX_TIME), ingest_ns=_int(d, "ingest_ns"),
+            payload=payload,
+        )
+    if k is Kind.STREAM_START:
+        return StreamStart(session=_int(d, "session"), started=_float(d, "started", 0, _MAX_TIME))
+    if k is Kind.STREAM_END:
+        return StreamEnd(ended=_float(d, "ended", 0, _MAX_TIME), deliberate=_bool(d, "deliberate"))
+    if k is Kind.RESYNC:
+        reason = d.get("reason", "")
+        if type(reason) is not str or len(reason) > 200:
+            raise RecordError("resync reason: expected a short string")
+        return Resync(reason)
+    return Keepalive()
+
+
+class OrderCheck:
+    """What a child checks of the order of one subscription's records: a CHANNEL record before any
+    segment; per rendition, sequence numbers strictly increasing and discontinuity sequences never going
+    down (gaps are allowed: a rung shed under overload keeps the source's numbers when it comes back)."""
+
+    def __init__(self, positions: dict[str, Position] | None = None) -> None:
+        self._last: dict[str, tuple[int, int]] = {}  # rendition → (seq, disc_seq) of the last segment
+        for p in (positions or {}).values():
+            if p.next_seq > 0:
+                self._last[p.rendition] = (p.next_seq - 1, p.epoch)
+        self.have_channel = False
+        self.resynced = False
+
+    def check(self, rec: Record) -> None:
+        if isinstance(rec, Resync):
+            if self.have_channel:
+                raise RecordError("RESYNC after the stream began")
+            self.resynced = True
+            self._last.clear()  # what follows starts at the parent's live window
+        elif isinstance(rec, ChannelRecord):
+            self.have_channel = True
+        elif isinstance(rec, SegmentRecord):
+            if not self.have_channel:
+                raise RecordError("a SEGMENT before the CHANNEL record")
+            last = self._last.get(rec.rendition)
+            if last is not None and (rec.seq <= last[0] or rec.disc_seq < last[1]):
+                raise RecordError(f"rendition {rec.rendition}: segment {rec.seq} (discontinuity {rec.disc_seq}) "
+                                  f"after {last[0]} (discontinuity {last[1]})")
+            self._last[rec.rendition] = (rec.seq, rec.disc_seq)
