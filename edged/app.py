@@ -150,7 +150,9 @@ class EdgeApp:
         if self.agent is not None:
             self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path, self._pipeline_report,
                                                  placement=self.agent.authorizer.placement_for,
-                                                 on_admit=self._admitted)
+                                                 on_admit=self._admitted,
+                                                 numbering=self.agent.authorizer.numbering_for,
+                                                 on_numbering=self.agent.async_numbering)
             self.hub.add_listener(lambda stream: None, self._stream_ended)
         else:
             self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path)

@@ -16,6 +16,9 @@ Controller TOML (every key optional; flags win):
     lost_after_intervals = 3.0    # heartbeat intervals without a report before a node is lost
     recover_reports = 3           # consecutive good reports before a node is healthy again
     throttle_mask = 0xE8          # NVML clocks event reasons that count as throttling
+    [relay]
+    max_children = 20             # subscriptions one node serves per channel before relay nodes take more
+    max_depth = 3                 # hops from the ingest edge to the deepest edge (1 to 3)
 
 CLI TOML ($ORIGINCTL_CONFIG, else $XDG_CONFIG_HOME/originctl/config.toml, else
 ~/.config/originctl/config.toml):
@@ -48,6 +51,12 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class RelayConfig:
+    max_children: int = 20
+    max_depth: int = 3
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     data_dir: str = "./var/origin"
     grpc: str = "0.0.0.0:50051"
@@ -59,6 +68,7 @@ class ServeConfig:
     geoip_database: str = ""
     trusted_proxies: tuple[str, ...] = ()
     health: HealthConfig = field(default_factory=HealthConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
 
     @property
     def data_path(self) -> Path:
@@ -113,6 +123,10 @@ def validate_serve(cfg: ServeConfig) -> None:
         raise ConfigError("health.lost_after_intervals", "expected at least 1")
     if cfg.health.recover_reports < 1:
         raise ConfigError("health.recover_reports", "expected at least 1")
+    if not 1 <= cfg.relay.max_children <= 10_000:
+        raise ConfigError("relay.max_children", "expected between 1 and 10000")
+    if not 1 <= cfg.relay.max_depth <= 3:
+        raise ConfigError("relay.max_depth", "expected 1, 2 or 3 (hops from the ingest edge)")
 
 
 def client_config_path() -> Path:

@@ -93,6 +93,12 @@ class ControllerMetrics:
                                       "by result", ["result"], registry=r)
         self.placements = Counter("originctl_placements", "Placement decisions for new streams by mode",
                                   ["mode"], registry=r)
+        self.relay_replans = Counter(
+            "originctl_relay_replans", "Relay tree plans that changed a tree, by what caused them: stream, node, "
+            "report, request, reparent (a child excluded a parent that failed it)", ["reason"], registry=r)
+        self.relay_parent_requests = Counter(
+            "originctl_relay_parent_requests", "GetRelayParent answers by result: ok, not_live, unserved (live, but "
+            "nobody can serve that node), refused (it ingests the channel)", ["result"], registry=r)
 
         # The per-node/per-GPU families are written by fleet_metrics.fleet_exposition (about ten times cheaper
         # at fleet size than collector objects); the collector adds only the extra gauges.
@@ -100,20 +106,23 @@ class ControllerMetrics:
         r.register(self._fleet)
         self._render_lock = threading.Lock()
 
-    def render(self, nodes: list[Node], gauges: dict[str, tuple[str, float]] | None = None) -> bytes:
-        """The exposition text with `nodes` (a snapshot taken on the loop) and extra `gauges` (name → (help,
-        value)); blocking, run it in a thread."""
+    def render(self, nodes: list[Node], gauges: dict[str, tuple[str, float]] | None = None,
+               families: list[Metric] | None = None) -> bytes:
+        """The exposition text with `nodes` (a snapshot taken on the loop), extra `gauges` (name → (help,
+        value)) and labelled `families` (built on the loop); blocking, run it in a thread."""
         extra = dict(gauges or {})
         extra["originctl_route_decisions_per_second"] = (
             f"Viewer routing decisions per second over the last {RATE_WINDOW} s", self.route_rate.rate())
         with self._render_lock:
             self._fleet.snapshot = nodes
             self._fleet.gauges = extra
+            self._fleet.families = list(families or ())
             try:
                 return generate_latest(self.registry) + fleet_exposition(nodes)
             finally:
                 self._fleet.snapshot = []
                 self._fleet.gauges = {}
+                self._fleet.families = []
 
 
 def _g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -126,6 +135,7 @@ class FleetCollector(Collector):
     def __init__(self, gauges_only: bool = False) -> None:
         self.snapshot: list[Node] = []
         self.gauges: dict[str, tuple[str, float]] = {}
+        self.families: list[Metric] = []
         self.gauges_only = gauges_only
 
     def describe(self) -> Iterable[Metric]:
@@ -135,6 +145,7 @@ class FleetCollector(Collector):
         if self.gauges_only:
             for name, (doc, value) in sorted(self.gauges.items()):
                 yield GaugeMetricFamily(name, doc, value=value)
+            yield from self.families
             return
         nodes = self.snapshot
         by_state = _g("originctl_nodes", "Enrolled nodes by state", ["state"])

@@ -74,6 +74,17 @@ class NodeStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Relaying:
+    """One channel an edge relays, as its report says: as a child of `parent_node_id`, as a parent only (the
+    ingest edge with children), or pushing it up to `parent_node_id` (an unreachable ingest edge)."""
+
+    channel: str
+    role: str  # "child" | "parent" | "push"
+    parent_node_id: str = ""
+    children: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     seq: int = 0
     sent_unix_us: int = 0
@@ -81,6 +92,7 @@ class Report:
     gpu_status: GpuStatus = GpuStatus.NO_GPU
     gpu_error: str = ""
     gpus: tuple[GpuSample, ...] = ()
+    relaying: tuple[Relaying, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +197,30 @@ class StreamRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayMember:
+    """One node in a channel's relay tree, as `originctl relay tree` shows it."""
+
+    node_id: str
+    parent_node_id: str = ""  # "" for the ingest edge
+    depth: int = 0  # hops from the ingest edge
+    role: str = "edge"  # "ingest", "push" (the relay an unreachable ingest edge pushes to), "relay", "edge"
+    children: int = 0  # planned
+    reported: str = ""  # what the node itself last reported for the channel ("child of X", "parent", ...), "" = nothing
+    reason: str = ""  # why this parent
+    name: str = ""  # the node's name, for people
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTreeView:
+    """A live channel's relay tree."""
+
+    channel: str
+    ingest_node_id: str
+    members: tuple[RelayMember, ...] = ()
+    problem: str = ""  # why it cannot serve anyone, when it cannot
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """A viewer routing decision (or why there is none), as `originctl route` shows it."""
 
@@ -198,6 +234,8 @@ class Route:
     alternates: tuple[tuple[str, str], ...] = ()  # (node id, url)
     distance_km: float | None = None
     client_location: tuple[float, float] | None = None
+    chain: tuple[str, ...] = ()  # relay path from the ingest edge to the chosen node (ingest, relays..., node)
+    carrying: bool = False  # the chosen node carries the channel already
 
 
 # --- plain-dict forms, for `-o json` and the recorded samples under tests/data/nvml/ -----------------
@@ -222,6 +260,7 @@ def report_from_dict(d: dict[str, Any]) -> Report:
         gpu_status=GpuStatus(d.get("gpu_status", GpuStatus.NO_GPU.value)),
         gpu_error=str(d.get("gpu_error", "")),
         gpus=tuple(gpu_from_dict(g) for g in d.get("gpus", ())),
+        relaying=tuple(Relaying(**r) for r in d.get("relaying", ())),
     )
 
 

@@ -22,6 +22,7 @@ from originctl.server import convert
 from originctl.server.channels import ChannelBook, check_name
 from originctl.server.edge_service import set_draining_command
 from originctl.server.registry import Registry
+from originctl.server.relays import RelayBook
 from originctl.server.router import Router
 from originctl.server.store import Store
 from originctl.server.streams import StreamBook
@@ -59,12 +60,14 @@ def admin_rpc(fn: Handler[R]) -> Handler[R]:
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, registry: Registry, store: Store, admin_token: str, token_path: Path,
                  ca_fingerprint: str, metrics: ControllerMetrics, channels: ChannelBook | None = None,
-                 streams: StreamBook | None = None, router: Router | None = None) -> None:
+                 streams: StreamBook | None = None, router: Router | None = None, *,
+                 relays: RelayBook | None = None) -> None:
         self.registry = registry
         self.store = store
         self.channels = channels if channels is not None else ChannelBook(store)
         self.streams = streams if streams is not None else StreamBook(store)
         self.router = router
+        self.relays = relays if relays is not None else (router.relays if router is not None else None)
         self._expected = f"Bearer {admin_token}".encode()
         self._token_path = token_path
         self._ca_fingerprint = ca_fingerprint
@@ -188,4 +191,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         loc = None
         if request.HasField("latitude") and request.HasField("longitude"):
             loc = (request.latitude, request.longitude)
-        return convert.route_to_pb(self.router.decide(request.channel, request.client_ip, loc))
+        return convert.route_to_pb(self.router.decide(request.channel, request.client_ip, loc, explain=True))
+
+    @admin_rpc
+    async def ListRelayTrees(self, request: admin_pb2.ListRelayTreesRequest,
+                             context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ListRelayTreesResponse:
+        if self.relays is None:
+            raise UsageError("fleet distribution is not running on this controller")
+        if request.channel:
+            check_name(request.channel)
+            views = [self.relays.view(request.channel)]
+        else:
+            views = self.relays.views()
+        return admin_pb2.ListRelayTreesResponse(trees=[convert.relay_tree_to_pb(v) for v in views])

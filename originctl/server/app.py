@@ -1,6 +1,7 @@
 """The controller's composition root: start in order, stop in reverse.
 
-    store → CA + server certificate + admin token → registry → channels, streams → router (+ GeoIP)
+    store → CA + server certificate + admin token → registry → channels, streams, numbering, relay trees
+          → router (+ GeoIP)
           → edge port (mutual TLS) → main port (enrollment + admin, TLS) → HTTP (/healthz, /metrics,
           /play) → mDNS announcement
 """
@@ -31,7 +32,9 @@ from originctl.server.enrollment import CertificateAuthority, ensure_admin_token
 from originctl.server.geoip import GeoIp
 from originctl.server.health import HealthPolicy
 from originctl.server.http import make_app
+from originctl.server.numbering import NumberingBook
 from originctl.server.registry import Registry
+from originctl.server.relays import RelayBook, RelayPolicy
 from originctl.server.router import Router
 from originctl.server.store import SqliteStore, Store
 from originctl.server.streams import StreamBook
@@ -68,8 +71,11 @@ class Controller:
         self.channels = ChannelBook(self.store)
         self.streams = StreamBook(self.store)
         self.registry.listeners.append(self.streams.async_node_changed)
+        self.numbering = NumberingBook(self.store)
+        self.relays = RelayBook(self.registry, self.streams, self.metrics,
+                                RelayPolicy(max_children=cfg.relay.max_children, max_depth=cfg.relay.max_depth))
         self.router = Router(self.registry, self.channels, self.streams, self.metrics,
-                             trusted_proxies=cfg.trusted_proxies)
+                             trusted_proxies=cfg.trusted_proxies, relays=self.relays)
         self.http_app: web.Application = make_app(self.registry, self.metrics, self.router)
         self.ca: CertificateAuthority | None = None
         self.admin_token = ""
@@ -110,6 +116,7 @@ class Controller:
         self._registry_started = True
         await self.channels.load()
         await self.streams.load()
+        await self.numbering.load()
         for entry in self.registry.nodes.values():  # lost while the controller was away: streams over
             if entry.health.state is NodeState.LOST:
                 self.streams.async_node_lost(entry.id, entry.health.state_reason)
@@ -123,7 +130,8 @@ class Controller:
 
         self._edge = grpc.aio.server(options=_EDGE_OPTIONS)
         edge_pb2_grpc.add_EdgeServiceServicer_to_server(
-            EdgeServicer(self.registry, self.channels, self.streams, self.metrics), self._edge)
+            EdgeServicer(self.registry, self.channels, self.streams, self.metrics, relays=self.relays,
+                         numbering=self.numbering, ca=self.ca), self._edge)
         self.edge_port = self._bind(self._edge, edge_host, edge_port, "edge_grpc", grpc.ssl_server_credentials(
             [(key_pem, chain_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True))
 
@@ -132,7 +140,8 @@ class Controller:
             EnrollmentServicer(self.store, self.registry, self.ca, self.edge_port, self.metrics), self._main)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.registry, self.store, self.admin_token, self.admin_token_path.resolve(),
-                          self.ca.fingerprint, self.metrics, self.channels, self.streams, self.router), self._main)
+                          self.ca.fingerprint, self.metrics, self.channels, self.streams, self.router,
+                          relays=self.relays), self._main)
         self.grpc_port = self._bind(self._main, grpc_host, grpc_port, "grpc",
                                     grpc.ssl_server_credentials([(key_pem, chain_pem)], require_client_auth=False))
         await self._edge.start()
@@ -199,6 +208,8 @@ class Controller:
             self._registry_started = False
             await self.registry.stop()
             await self.streams.drain()
+            await self.numbering.drain()
+            await self.relays.stop()
         if self._router_started:
             self._router_started = False
             await self.router.stop()

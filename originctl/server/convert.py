@@ -19,6 +19,9 @@ from originctl.model import (
     NodeInfo,
     NodeState,
     NodeStats,
+    Relaying,
+    RelayMember,
+    RelayTreeView,
     Report,
     Route,
     StreamRecord,
@@ -93,6 +96,8 @@ def report_from_pb(m: pb.Report) -> Report:
         seq=m.seq, sent_unix_us=m.sent_unix_us, node=stats,
         gpu_status=GPU_STATUS_FROM_PB.get(m.gpu_status, GpuStatus.NO_GPU), gpu_error=m.gpu_error,
         gpus=tuple(gpu_from_pb(g) for g in m.gpus),
+        relaying=tuple(Relaying(channel=r.channel, role=r.role, parent_node_id=r.parent_node_id, children=r.children)
+                       for r in m.relaying),
     )
 
 
@@ -146,6 +151,8 @@ def report_to_pb(r: Report) -> pb.Report:
         seq=r.seq, sent_unix_us=r.sent_unix_us,
         node=pb.NodeStats(**{f: getattr(n, f) for f in _STATS_PLAIN}, live_channels=list(n.live_channels)),
         gpu_status=GPU_STATUS_TO_PB[r.gpu_status], gpu_error=r.gpu_error, gpus=[gpu_to_pb(g) for g in r.gpus],
+        relaying=[pb.Relaying(channel=x.channel, role=x.role, parent_node_id=x.parent_node_id, children=x.children)
+                  for x in r.relaying],
     )
 
 
@@ -197,7 +204,8 @@ def stream_from_pb(m: admin_pb2.Stream) -> StreamRecord:
 def route_to_pb(r: Route) -> admin_pb2.RouteDecision:
     m = admin_pb2.RouteDecision(
         routed=r.routed, channel=r.channel, node_id=r.node_id, url=r.url, reason=r.reason, detail=r.detail,
-        alternates=[admin_pb2.RouteAlternate(node_id=n, url=u) for n, u in r.alternates], client_ip=r.client_ip)
+        alternates=[admin_pb2.RouteAlternate(node_id=n, url=u) for n, u in r.alternates], client_ip=r.client_ip,
+        chain=list(r.chain), carrying=r.carrying)
     if r.distance_km is not None:
         m.distance_km = r.distance_km
     if r.client_location is not None:
@@ -209,7 +217,8 @@ def route_from_pb(m: admin_pb2.RouteDecision) -> Route:
     loc = (m.client_latitude, m.client_longitude) if m.HasField("client_latitude") else None
     return Route(routed=m.routed, channel=m.channel, client_ip=m.client_ip, node_id=m.node_id, url=m.url,
                  reason=m.reason, detail=m.detail, alternates=tuple((a.node_id, a.url) for a in m.alternates),
-                 distance_km=m.distance_km if m.HasField("distance_km") else None, client_location=loc)
+                 distance_km=m.distance_km if m.HasField("distance_km") else None, client_location=loc,
+                 chain=tuple(m.chain), carrying=m.carrying)
 
 
 _MODE_TO_PB = {"transcode": edge_pb2.Placement.MODE_TRANSCODE, "passthrough": edge_pb2.Placement.MODE_PASSTHROUGH}
@@ -247,6 +256,22 @@ def key_table_to_pb(entries: list[tuple[str, str]], *, full: bool, more: bool = 
 
 def key_invalidation_to_pb(channel: str) -> edge_pb2.ControllerMessage:
     return edge_pb2.ControllerMessage(key_invalidation=edge_pb2.KeyInvalidation(channel=channel))
+
+
+def relay_tree_to_pb(t: RelayTreeView) -> admin_pb2.RelayTree:
+    return admin_pb2.RelayTree(
+        channel=t.channel, ingest_node_id=t.ingest_node_id, problem=t.problem,
+        members=[admin_pb2.RelayMember(node_id=m.node_id, parent_node_id=m.parent_node_id, depth=m.depth, role=m.role,
+                                       children=m.children, reported=m.reported, reason=m.reason, name=m.name)
+                 for m in t.members])
+
+
+def relay_tree_from_pb(m: admin_pb2.RelayTree) -> RelayTreeView:
+    return RelayTreeView(
+        channel=m.channel, ingest_node_id=m.ingest_node_id, problem=m.problem,
+        members=tuple(RelayMember(node_id=x.node_id, parent_node_id=x.parent_node_id, depth=x.depth, role=x.role,
+                                  children=x.children, reported=x.reported, reason=x.reason, name=x.name)
+                      for x in m.members))
 
 
 # --- errors -------------------------------------------------------------------------------------------

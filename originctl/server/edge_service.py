@@ -14,15 +14,17 @@ import grpc
 
 from edgenet.v1 import edge_pb2, edge_pb2_grpc
 from originctl import __version__, trust
-from originctl.errors import EnrollmentRefused, OriginctlError, TokenInvalid
+from originctl.errors import EnrollmentRefused, NotFound, OriginctlError, TokenInvalid
 from originctl.metrics import ControllerMetrics
 from originctl.model import ChannelRecord, NodeRecord, NodeState
 from originctl.server import convert
 from originctl.server.channels import ChannelBook
 from originctl.server.enrollment import CertificateAuthority, peer_serial_hex
 from originctl.server.inputs import placement_node
+from originctl.server.numbering import NumberingBook
 from originctl.server.placement import Placement, place
 from originctl.server.registry import Registry, Session
+from originctl.server.relays import RelayBook
 from originctl.server.store import Store
 from originctl.server.streams import StreamBook, new_stream_id
 
@@ -103,11 +105,15 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     """Runs on the mutual-TLS port: the TLS layer already refused peers without a CA-signed certificate."""
 
     def __init__(self, registry: Registry, channels: ChannelBook | None = None, streams: StreamBook | None = None,
-                 metrics: ControllerMetrics | None = None) -> None:
+                 metrics: ControllerMetrics | None = None, *, relays: RelayBook | None = None,
+                 numbering: NumberingBook | None = None, ca: CertificateAuthority | None = None) -> None:
         self.registry = registry
         self.channels = channels if channels is not None else ChannelBook(registry.store)
         self.streams = streams if streams is not None else StreamBook(registry.store)
         self.metrics = metrics if metrics is not None else registry.metrics
+        self.relays = relays if relays is not None else RelayBook(registry, self.streams, self.metrics)
+        self.numbering = numbering if numbering is not None else NumberingBook(registry.store)
+        self.ca = ca
         self.channels.listeners.append(self._channel_changed)
 
     async def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -154,8 +160,11 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                     chunk = table[i:i + KEY_TABLE_CHUNK]
                     await context.write(convert.key_table_to_pb(chunk, full=i == 0,
                                                                 more=i + KEY_TABLE_CHUNK < len(table)))
+            # then the relay map, through the outbox: changes planned from here on follow it there
+            self.relays.async_session_opened(node_id, session)
         except BaseException:
             self.registry.async_detach(node_id, session)
+            self.relays.async_session_closed(node_id)
             raise
         writer = asyncio.create_task(self._pump(session, context))
         reader = asyncio.create_task(self._read(node_id, session, context))
@@ -169,6 +178,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             self.registry.async_detach(node_id, session)
+            after = self.registry.get(node_id)
+            if after is None or after.session is None:
+                self.relays.async_session_closed(node_id)
 
     async def _read(self, node_id: str, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         report = self.registry.async_report
@@ -181,8 +193,13 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 r = convert.report_from_pb(msg.report)
                 report(node_id, r)
                 self.streams.async_report(node_id, r)
+                self.relays.async_report(node_id, r)
             elif kind == "stream_event":
                 self._stream_event(node_id, msg.stream_event)
+            elif kind == "numbering":
+                n = msg.numbering
+                if self.channels.get(n.channel) is not None:  # only channels that exist: the map stays bounded
+                    self.numbering.async_commit(node_id, n.channel, n.next_seq, n.disc_seq)
             elif kind == "goodbye":
                 self.registry.async_goodbye(node_id, msg.goodbye.reason)
                 return
@@ -253,11 +270,47 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         p = self.place(rec.name, node_id)
         self.metrics.authorizations.labels("allowed").inc()
         self.metrics.placements.labels(p.mode).inc()
-        log.info("node %s: channel=%s %s publish from %s allowed; placement %s: %s", node_id, rec.name,
-                 request.protocol, request.remote_address, p.mode, p.reason)
+        next_seq, disc_seq = self.numbering.get(rec.name)
+        log.info("node %s: channel=%s %s publish from %s allowed; placement %s: %s; fleet numbering from %d "
+                 "(discontinuities %d)", node_id, rec.name, request.protocol, request.remote_address, p.mode, p.reason,
+                 next_seq, disc_seq)
         return edge_pb2.AuthorizePublishResponse(
             allowed=True, channel=rec.name,
-            placement=convert.placement_to_pb(p.mode, p.encoder, p.reason, p.node_id, p.gpu_index))
+            placement=convert.placement_to_pb(p.mode, p.encoder, p.reason, p.node_id, p.gpu_index),
+            next_seq=next_seq, disc_seq=disc_seq)
+
+    async def GetRelayParent(self, request: edge_pb2.GetRelayParentRequest,
+                             context: grpc.aio.ServicerContext[Any, Any]) -> edge_pb2.RelayRoute:
+        node_id = await self._identify(context)
+        try:
+            route = self.relays.parent_for(node_id, request.channel, tuple(request.exclude))
+        except OriginctlError as exc:
+            await convert.abort(context, exc)
+        parent = route.chain[-1]
+        log.info("node %s: channel=%s relay parent %s (%s)%s", node_id, request.channel, parent.node_id,
+                 " → ".join(h.node_id for h in route.chain),
+                 f"; excluding {', '.join(request.exclude)}" if request.exclude else "")
+        return route
+
+    async def RenewCertificate(self, request: edge_pb2.RenewCertificateRequest,
+                               context: grpc.aio.ServicerContext[Any, Any]) -> edge_pb2.RenewCertificateResponse:
+        """A new certificate for the calling node (its current one proves who it is); the old one stops working."""
+        node_id = await self._identify(context)
+        if self.ca is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this controller does not renew certificates")
+        assert self.ca is not None
+        try:
+            issued = await asyncio.to_thread(self.ca.sign_node_csr, request.csr_pem, node_id)
+            await self.registry.store.update_node_cert(node_id, issued.serial_hex, issued.not_after_unix_ms)
+        except (EnrollmentRefused, NotFound) as exc:
+            await convert.abort(context, exc)
+        entry = self.registry.get(node_id)
+        if entry is not None:
+            entry.record = dataclasses.replace(entry.record, cert_serial=issued.serial_hex,
+                                               cert_not_after_unix_ms=issued.not_after_unix_ms)
+        self.registry.async_event(node_id, "certificate", "renewed (now also for its relay listener)")
+        log.info("node %s: certificate renewed (serial %s)", node_id, issued.serial_hex)
+        return edge_pb2.RenewCertificateResponse(certificate_pem=issued.cert_pem)
 
 
 def set_draining_command(command_id: int, draining: bool) -> edge_pb2.ControllerMessage:

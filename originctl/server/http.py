@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from originctl import __version__
 from originctl.metrics import ControllerMetrics
@@ -39,12 +40,22 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     nodes = request.app[REGISTRY_KEY].views()  # snapshot on the loop; render in a thread
     gauges: dict[str, tuple[str, float]] = {}
+    families: list[Metric] = []
     router = request.app.get(ROUTER_KEY)
     if router is not None:
         gauges["originctl_channels"] = ("Channels defined on this controller", len(router.channels))
         gauges["originctl_streams_live"] = ("Live streams across the fleet", len(router.streams.live()))
         gauges["originctl_route_table_nodes"] = ("Nodes in the current routing table", len(router.table.nodes))
-    body = await asyncio.to_thread(request.app[METRICS_KEY].render, nodes, gauges)
+        if router.relays is not None:
+            per_channel, fan_max, parents = router.relays.gauges()
+            edges = GaugeMetricFamily("originctl_relay_edges", "Edges relaying the channel (its relay tree less the "
+                                      "ingest edge), live channels only", labels=["channel"])
+            for ch, n in sorted(per_channel.items()):
+                edges.add_metric([ch], n)
+            families.append(edges)
+            gauges["originctl_relay_fanout_max"] = ("The most children one parent serves in one relay tree", fan_max)
+            gauges["originctl_relay_parents"] = ("Parents serving children, summed over the relay trees", parents)
+    body = await asyncio.to_thread(request.app[METRICS_KEY].render, nodes, gauges, families)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -215,6 +215,10 @@ class Registry:
         self._writes.spawn(self.store.add_event(node_id, "disconnected", f"stream from {session.peer} ended",
                                            self._now_ms()))
 
+    def async_event(self, node_id: str, kind: str, reason: str) -> None:
+        """Record an event about a node (in the background)."""
+        self._writes.spawn(self.store.add_event(node_id, kind, reason, self._now_ms()))
+
     def async_report(self, node_id: str, report: Report) -> None:
         """The hot path: one report from one node."""
         started = time.perf_counter()

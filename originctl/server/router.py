@@ -1,9 +1,11 @@
 """Viewer routing, the I/O side: keeps a RoutingTable (routing.py) current and answers decisions.
 
-The table holds the nodes where some channel is live (no other node can be chosen). It is rebuilt when
-the registry or the stream book says something that matters changed (a state, a drain, node info,
-where a channel is live), coalesced and at most every MIN_REBUILD_INTERVAL, and every LOAD_REFRESH for
-the viewer and egress figures that every report changes; never per request. A rebuild with unchanged
+The table holds every node that said how viewers reach it (any of them can serve any live channel,
+relayed from its parent: issue 10), with the channels each carries already (ingested, or in its relay
+tree) as a tie-breaker. It is rebuilt when the registry or the stream book says something that matters
+changed (a state, a drain, node info, where a channel is live), coalesced and at most every
+MIN_REBUILD_INTERVAL, and every LOAD_REFRESH for the viewer and egress figures (and relay trees) that
+reports change; never per request. A rebuild with unchanged
 prefixes and coordinates reuses the table's indexes, and parsed prefixes are cached (routing.py).
 
 Loop-only: `decide` reads the current table, the channel book and the GeoIP database (an mmap'd
@@ -25,6 +27,7 @@ from originctl.server.channels import ChannelBook
 from originctl.server.geoip import GeoIp
 from originctl.server.inputs import route_node
 from originctl.server.registry import NodeEntry, Registry
+from originctl.server.relays import RelayBook
 from originctl.server.routing import NoRoute, RoutingTable
 from originctl.server.streams import StreamBook
 
@@ -66,8 +69,10 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Iterable[ipadd
 
 class Router:
     def __init__(self, registry: Registry, channels: ChannelBook, streams: StreamBook, metrics: ControllerMetrics,
-                 geoip: GeoIp | None = None, trusted_proxies: Iterable[str] = ()) -> None:
+                 geoip: GeoIp | None = None, trusted_proxies: Iterable[str] = (),
+                 relays: RelayBook | None = None) -> None:
         self.registry = registry
+        self.relays = relays
         self.channels = channels
         self.streams = streams
         self.metrics = metrics
@@ -118,14 +123,18 @@ class Router:
     def rebuild(self) -> RoutingTable:
         started = time.perf_counter()
         nodes = []
-        # only nodes carrying a live channel can ever be chosen: the table's cost follows the live streams,
-        # not the size of the fleet
-        for node_id, channels in self.streams.channels_by_node().items():
-            entry = self.registry.get(node_id)
-            n = route_node(entry, channels) if entry is not None else None
+        carrying: dict[str, set[str]] = {n: set(chs) for n, chs in self.streams.channels_by_node().items()}
+        if self.relays is not None:
+            for ch, tree in self.relays.trees.items():
+                for member in tree.parents:
+                    carrying.setdefault(member, set()).add(ch)
+        # every node can be chosen (it relays what it does not carry): the table's cost follows the fleet
+        for entry in self.registry.nodes.values():
+            n = route_node(entry, frozenset(carrying.get(entry.id, ())))
             if n is not None:
                 nodes.append(n)
-        self._table = RoutingTable.build(nodes, previous=self._table)
+        live = {r.channel for r in self.streams.live()}
+        self._table = RoutingTable.build(nodes, previous=self._table, live=live)
         self._built_at = time.monotonic()
         self.metrics.route_builds.inc()
         self.metrics.route_build_seconds.observe(time.perf_counter() - started)
@@ -142,8 +151,10 @@ class Router:
 
     # --- decisions --------------------------------------------------------------------------------
 
-    def decide(self, channel: str, client_ip: str, location: tuple[float, float] | None = None) -> Route:
-        """Where this viewer should watch `channel`, or why nowhere; counted in /metrics."""
+    def decide(self, channel: str, client_ip: str, location: tuple[float, float] | None = None, *,
+               explain: bool = False) -> Route:
+        """Where this viewer should watch `channel`, or why nowhere; counted in /metrics. `explain` (for
+        `originctl route`, not /play) adds the relay path from the ingest edge to the chosen node."""
         started = time.perf_counter()
         if self.channels.get(channel) is None:
             route = Route(routed=False, channel=channel, client_ip=client_ip, reason="unknown-channel",
@@ -156,9 +167,12 @@ class Router:
                 route = Route(routed=False, channel=channel, client_ip=client_ip, reason=exc.reason,
                               detail=exc.detail, client_location=loc)
             else:
+                chosen = self._table.nodes.get(d.node_id)
+                chain = self.relays.chain_for(channel, d.node_id) if explain and self.relays is not None else ()
                 route = Route(routed=True, channel=channel, client_ip=client_ip, node_id=d.node_id, url=d.url,
                               reason=d.reason, detail=d.detail, alternates=d.alternates, distance_km=d.distance_km,
-                              client_location=loc)
+                              client_location=loc, chain=chain,
+                              carrying=chosen is not None and channel in chosen.channels)
         self.metrics.route_decisions.labels(route.reason).inc()
         self.metrics.route_rate.hit()
         self.metrics.route_seconds.observe(time.perf_counter() - started)

@@ -1,12 +1,14 @@
 """Viewer routing, pure: which edge should serve this viewer this channel, and why.
 
-Order of preference (issue 6):
-  1. eligible nodes (healthy, or degraded as a fallback; not draining; under their viewer and egress
-     limits; carrying the channel) whose served prefixes contain the client address, longest
-     prefix first;
+Every eligible node may be chosen for any channel that is live somewhere in the fleet (issue 10: an
+edge that does not carry it yet subscribes to it from its relay parent on the first request); a
+channel live nowhere has no route. Eligible: healthy, or degraded as a fallback; not draining; under
+its viewer and egress limits. Order of preference (issue 6):
+  1. eligible nodes whose served prefixes contain the client address, longest prefix first;
   2. otherwise the nearest eligible node by great-circle distance, when the client's location is known;
   3. otherwise the least loaded eligible node.
-Ties break on load, then on node id, so the same inputs always give the same answer.
+Ties break on load, then on whether the node carries the channel already (it needs no new
+subscription), then on node id, so the same inputs always give the same answer.
 
 A RoutingTable is an immutable snapshot built from the registry (rebuilt when it changes);
 decisions only read it. Lookups are dict probes per prefix length plus a grid search for distance,
@@ -112,8 +114,8 @@ def _parse_prefix(prefix: str) -> tuple[int, int, int, str] | None:
     return net.version, net.prefixlen, value, str(net)
 
 
-def _rank(n: RouteNode) -> tuple[int, float, str]:
-    return (0 if n.state == "healthy" else 1, n.load, n.id)
+def _rank(n: RouteNode, channel: str = "") -> tuple[int, float, bool, str]:
+    return (0 if n.state == "healthy" else 1, n.load, channel not in n.channels, n.id)
 
 
 @dataclass
@@ -124,15 +126,19 @@ class RoutingTable:
     _lengths: dict[int, list[int]] = field(default_factory=dict)
     _networks: dict[tuple[int, int, int], str] = field(default_factory=dict)
     _grid: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+    _eligible: list[str] = field(default_factory=list)  # nodes that take viewers, best rank first (no channel)
+    _eligible_set: frozenset[str] = frozenset()
     _by_channel: dict[str, list[str]] = field(default_factory=dict)  # eligible carriers, best rank first
-    _carrier_sets: dict[str, frozenset[str]] = field(default_factory=dict)
-    _blocked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # channel -> (node, why not)
+    _blocked: list[tuple[str, str]] = field(default_factory=list)  # (node, why it takes no viewers)
+    live: frozenset[str] = frozenset()  # channels live somewhere in the fleet
     _geometry: dict[str, tuple[tuple[str, ...], float | None, float | None]] = field(default_factory=dict)
     reused_indexes: bool = False
 
     @classmethod
-    def build(cls, nodes: Iterable[RouteNode], previous: RoutingTable | None = None) -> RoutingTable:
-        """A table for `nodes`; pass the table it replaces to reuse its indexes when the geometry is unchanged."""
+    def build(cls, nodes: Iterable[RouteNode], previous: RoutingTable | None = None,
+              live: Iterable[str] | None = None) -> RoutingTable:
+        """A table for `nodes`; pass the table it replaces to reuse its indexes when the geometry is unchanged.
+        `live`: the channels live somewhere (default: those some node carries)."""
         t = cls({n.id: n for n in nodes})
         t._geometry = {n.id: (n.prefixes, n.latitude, n.longitude) for n in t.nodes.values()}
         if previous is not None and previous._geometry == t._geometry:
@@ -143,14 +149,17 @@ class RoutingTable:
             t._index_geometry()
         for n in sorted(t.nodes.values(), key=lambda n: n.id):
             why_not = n.skip_reason()
-            for ch in n.channels:
-                if why_not is None:
+            if why_not is None:
+                t._eligible.append(n.id)
+                for ch in n.channels:
                     t._by_channel.setdefault(ch, []).append(n.id)
-                else:
-                    t._blocked.setdefault(ch, []).append((n.id, why_not))
-        for ch, ids in t._by_channel.items():
+            else:
+                t._blocked.append((n.id, why_not))
+        t._eligible.sort(key=lambda i: _rank(t.nodes[i]))
+        for ids in t._by_channel.values():
             ids.sort(key=lambda i: _rank(t.nodes[i]))
-            t._carrier_sets[ch] = frozenset(ids)
+        t._eligible_set = frozenset(t._eligible)
+        t.live = frozenset(live) if live is not None else frozenset(ch for n in t.nodes.values() for ch in n.channels)
         return t
 
     def _index_geometry(self) -> None:
@@ -168,19 +177,25 @@ class RoutingTable:
             self._lengths[version] = sorted((plen for v, plen in self._prefix if v == version), reverse=True)
 
     def carriers(self, channel: str) -> list[str]:
+        """Eligible nodes that carry `channel` already, best rank first."""
         return self._by_channel.get(channel, [])
+
+    def _best(self, channel: str) -> list[str]:
+        """The best eligible nodes for `channel`, best first (a few: the head of the ranking): the best carrier
+        comes first when it ties with the best node overall on state and load."""
+        ids = self._eligible[:ALTERNATES + 1]
+        carriers = self._by_channel.get(channel, [])[:ALTERNATES + 1]
+        return sorted(dict.fromkeys([*ids, *carriers]), key=lambda i: _rank(self.nodes[i], channel))
 
     def route(self, channel: str, client_ip: str, client_location: tuple[float, float] | None = None) -> Decision:
         """The best node for this viewer, or NoRoute."""
-        carriers = self._by_channel.get(channel)
-        if not carriers:
-            blocked = self._blocked.get(channel)
-            if blocked:
-                why = ", ".join(f"{nid} ({reason})" for nid, reason in blocked[:5])
-                raise NoRoute("unavailable", f"channel {channel!r} is live only on nodes that take no new viewers "
-                                             f"now: {why}")
+        if channel not in self.live:
             raise NoRoute("offline", f"channel {channel!r} is not live on any node")
-        carrier_set = self._carrier_sets[channel]
+        if not self._eligible:
+            why = ", ".join(f"{nid} ({reason})" for nid, reason in self._blocked[:5]) or "no node has a viewer URL"
+            raise NoRoute("unavailable", f"channel {channel!r} is live, but no node takes new viewers now: {why}")
+        eligible = self._eligible_set
+        best_first = self._best(channel)
         try:
             ip = ipaddress.ip_address(client_ip)
         except ValueError:
@@ -192,28 +207,29 @@ class RoutingTable:
                 ids = self._prefix[(ip.version, plen)].get(value >> (bits - plen) if plen else 0)
                 if not ids:
                     continue
-                hits = sorted((i for i in ids if i in carrier_set), key=lambda i: _rank(self.nodes[i]))
+                hits = sorted((i for i in ids if i in eligible), key=lambda i: _rank(self.nodes[i], channel))
                 if hits:
                     net = self._networks[(ip.version, plen, value >> (bits - plen) if plen else 0)]
                     best = self.nodes[hits[0]]
                     return self._decision(channel, best, "prefix", f"{net} contains {client_ip}",
-                                          [h for h in hits[1:]] + carriers)
+                                          [h for h in hits[1:]] + best_first)
         if client_location is not None:
-            found = self._nearest(client_location, carrier_set)
+            found = self._nearest(client_location, eligible, channel)
             if found is not None:
                 dist, best = found
-                return self._decision(channel, best, "nearest", f"{dist:.0f} km from the client", carriers,
+                return self._decision(channel, best, "nearest", f"{dist:.0f} km from the client", best_first,
                                       distance_km=dist)
-        best = self.nodes[carriers[0]]
-        return self._decision(channel, best, "least-loaded", f"load {best.load:.2f}", carriers)
+        best = self.nodes[best_first[0]]
+        return self._decision(channel, best, "least-loaded", f"load {best.load:.2f}", best_first)
 
-    def _nearest(self, loc: tuple[float, float], carriers: frozenset[str]) -> tuple[float, RouteNode] | None:
+    def _nearest(self, loc: tuple[float, float], eligible: frozenset[str],
+                 channel: str = "") -> tuple[float, RouteNode] | None:
         """Grid search in growing rings until a ring cannot hold anything closer than the best so far."""
         lat, lon = loc
         ci, cj = _cell(lat, lon)
         rows = int(180 / GRID_DEGREES)
         cols = int(360 / GRID_DEGREES)
-        best: tuple[float, tuple[int, float, str], RouteNode] | None = None
+        best: tuple[float, tuple[int, float, bool, str], RouteNode] | None = None
         for ring in range(max(rows, cols)):
             # Anything in ring r is at least (r - 1) cells away in latitude or longitude.
             min_km = max(0.0, (ring - 1) * GRID_DEGREES * 111.0 * max(0.05, math.cos(math.radians(min(89.0, abs(lat) + ring * GRID_DEGREES)))))
@@ -226,12 +242,12 @@ class RoutingTable:
                     if ring and i not in (ci - ring, ci + ring) and j not in (cj - ring, cj + ring):
                         continue  # inside the ring: done earlier
                     for nid in self._grid.get((i, j % cols), ()):
-                        if nid not in carriers:
+                        if nid not in eligible:
                             continue
                         n = self.nodes[nid]
                         assert n.latitude is not None and n.longitude is not None
                         d = haversine_km(lat, lon, n.latitude, n.longitude)
-                        key = (round(d, 3), _rank(n))
+                        key = (round(d, 3), _rank(n, channel))
                         if best is None or key < (round(best[0], 3), best[1]):
                             best = (d, _rank(n), n)
             if ring * GRID_DEGREES > 180:

@@ -7,7 +7,8 @@ the event loop await futures, and jobs that queue up while a transaction runs ar
 
 Schema changes are appended to MIGRATIONS; `PRAGMA user_version` says how many have run. Migration 2
 adds channels (with the SHA-256 of their stream keys only) and streams (publish sessions and their
-placement).
+placement); migration 3 the fleet-wide numbering of each channel (next sequence number and
+discontinuity count, which only go up).
 """
 
 from __future__ import annotations
@@ -108,6 +109,19 @@ class Store(abc.ABC):
     async def list_streams(self, live_only: bool = True, limit: int = 1000) -> list[StreamRecord]:
         """Newest first."""
 
+    # fleet-wide numbering and certificate renewal (fleet distribution)
+    @abc.abstractmethod
+    async def save_numbering(self, rows: Iterable[tuple[str, int, int, str, int]]) -> None:
+        """(channel, next sequence, discontinuity count, node ID, unix ms): each number only ever goes up."""
+
+    @abc.abstractmethod
+    async def list_numbering(self) -> list[tuple[str, int, int]]:
+        """(channel, next sequence, discontinuity count) for every channel that ever committed a segment."""
+
+    @abc.abstractmethod
+    async def update_node_cert(self, node_id: str, cert_serial: str, not_after_ms: int) -> None:
+        """The node's certificate was renewed: only the new serial is accepted from now on."""
+
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -167,6 +181,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX streams_by_seq ON streams (seq);
     CREATE INDEX streams_live ON streams (ended_ms, seq);
+    """,
+    """
+    CREATE TABLE numbering (
+        channel TEXT PRIMARY KEY,
+        next_seq INTEGER NOT NULL,
+        disc_seq INTEGER NOT NULL,
+        node_id TEXT NOT NULL DEFAULT '',
+        updated_ms INTEGER NOT NULL
+    );
     """,
 )
 
@@ -513,3 +536,27 @@ class SqliteStore(Store):
             rows = conn.execute(f"SELECT * FROM streams {where}ORDER BY seq DESC LIMIT ?", (limit,))
             return [_stream_row(r) for r in rows]
         return await self._call(fn)  # type: ignore[no-any-return]
+
+    # --- fleet-wide numbering, certificates ---------------------------------------------------------
+
+    async def save_numbering(self, rows: Iterable[tuple[str, int, int, str, int]]) -> None:
+        batch = list(rows)
+        if not batch:
+            return
+        await self._call(lambda conn: conn.executemany(
+            "INSERT INTO numbering (channel, next_seq, disc_seq, node_id, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+            " ON CONFLICT (channel) DO UPDATE SET next_seq = MAX(next_seq, ?2), disc_seq = MAX(disc_seq, ?3),"
+            " node_id = ?4, updated_ms = ?5", batch))
+
+    async def list_numbering(self) -> list[tuple[str, int, int]]:
+        def fn(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+            return [(r["channel"], int(r["next_seq"]), int(r["disc_seq"]))
+                    for r in conn.execute("SELECT * FROM numbering ORDER BY channel")]
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def update_node_cert(self, node_id: str, cert_serial: str, not_after_ms: int) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            if not conn.execute("UPDATE nodes SET cert_serial = ?, cert_not_after_ms = ? WHERE id = ?",
+                                (cert_serial, not_after_ms, node_id)).rowcount:
+                raise NotFound(f"no node {node_id!r}")
+        await self._call(fn)

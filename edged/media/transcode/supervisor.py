@@ -18,7 +18,9 @@ where NVENC does the encoding; on CPU-only nodes libx264 ladders would compete w
 serving for the same cores, so there they are opt-in (`--transcode`, `transcode.enabled = true`).
 Under an origin controller (`placement`), the controller's decision for the stream comes first: a
 passthrough placement is obeyed as it is; a transcode placement still needs the local capacity (the
-node's own guard against a decision made on a report a heartbeat old).
+node's own guard against a decision made on a report a heartbeat old). The controller's answer also
+carries the channel's fleet-wide numbering (`numbering`), which the worker continues from; each commit
+that raises a channel's numbers goes to `on_numbering` (the agent tells the controller).
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class RestartBackoff:
 
 # channel → (mode "transcode" | "passthrough", reason) decided by the controller, or None
 PlacementSource = Callable[[str], "tuple[str, str] | None"]
+# channel → (next sequence number, discontinuity count) fleet-wide, as the controller answered the publish, or None
+NumberingSource = Callable[[str], "tuple[int, int] | None"]
 
 
 class PipelineSupervisor:
@@ -91,13 +95,19 @@ class PipelineSupervisor:
     def __init__(self, cfg: Config, hub: StreamHub, store_path: str,
                  on_report: Callable[[str, dict[str, Any]], None] | None = None, *,
                  placement: PlacementSource | None = None,
-                 on_admit: Callable[[Stream, Admission], None] | None = None) -> None:
+                 on_admit: Callable[[Stream, Admission], None] | None = None,
+                 numbering: NumberingSource | None = None,
+                 on_numbering: Callable[[str, int, int], None] | None = None) -> None:
         self.cfg = cfg
         self.hub = hub
         self.store_path = store_path
         self.on_report = on_report
         self.placement = placement
         self.on_admit = on_admit
+        self.numbering = numbering  # the fleet's numbering for a stream now starting (with a controller)
+        self.on_numbering = on_numbering  # (channel, next seq, disc seq) after each commit that raised them
+        self._fleet: dict[str, tuple[int, int]] = {}  # channel → the fleet numbering its current session starts at
+        self._committed: dict[str, tuple[int, int]] = {}  # channel → (next seq, disc seq) after its last commit
         self.admissions: dict[str, Admission] = {}  # the last decision per channel
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -245,6 +255,8 @@ class PipelineSupervisor:
             keep_segments=self.cfg.hls.window + self.cfg.store.retention_segments, session=stream.session_id,
             ladder=ladder, encoder=self.encoder.codec if ladder and self.encoder else "",
             hw_decode=bool(ladder and self.encoder and self.encoder.gpus),
+            fleet_next_seq=self._fleet.get(stream.channel, (0, 0))[0],
+            fleet_disc_seq=self._fleet.get(stream.channel, (0, 0))[1],
         )
 
     async def _run(self, stream: Stream, reader: Reader, prev: asyncio.Task[None] | None) -> None:
@@ -253,6 +265,11 @@ class PipelineSupervisor:
                 await asyncio.wait_for(asyncio.shield(prev), STOP_GRACE * 2)
         backoff = RestartBackoff()
         transcode = await self._admit(stream.channel)
+        fleet = self.numbering(stream.channel) if self.numbering is not None else None
+        if fleet is not None:
+            self._fleet[stream.channel] = fleet
+        else:
+            self._fleet.pop(stream.channel, None)
         if self.on_admit is not None and not stream.ended:
             try:
                 self.on_admit(stream, self.admissions.get(stream.channel, Admission(transcode, "")))
@@ -276,6 +293,8 @@ class PipelineSupervisor:
             reader.close()
             if transcode:
                 self._release(stream.channel)
+            if self._tasks.get(stream.channel) is asyncio.current_task():
+                self._committed.pop(stream.channel, None)
 
     async def _run_worker(self, stream: Stream, reader: Reader, transcode: bool = False) -> bool:
         """Run one worker process until the stream ends (True) or the worker dies (False)."""
@@ -349,10 +368,28 @@ class PipelineSupervisor:
                     metrics.HLS_FORCED_CUTS.labels(rendition=rendition).inc()
                 if rep.get("over_target"):
                     metrics.HLS_OVER_TARGET.labels(rendition=rendition).inc()
+                self._numbered(channel, rep)
             else:
                 self._transcode_report(channel, rep)
             if self.on_report is not None:
                 self.on_report(channel, rep)
+
+    def _numbered(self, channel: str, rep: dict[str, Any]) -> None:
+        """A segment commit: tell `on_numbering` when the channel's next sequence or discontinuity count rose."""
+        try:
+            now = (int(rep["seq"]) + 1, int(rep.get("disc_seq", 0)))
+        except (KeyError, TypeError, ValueError):
+            return
+        old = self._committed.get(channel, (0, 0))
+        new = (max(old[0], now[0]), max(old[1], now[1]))
+        if new == old:
+            return
+        self._committed[channel] = new
+        if self.on_numbering is not None:
+            try:
+                self.on_numbering(channel, *new)
+            except Exception:  # reporting must not stop the pipeline
+                log.exception("channel=%s numbering callback failed", channel)
 
     def _transcode_report(self, channel: str, rep: dict[str, Any]) -> None:
         event = rep.get("event")

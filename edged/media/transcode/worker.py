@@ -65,6 +65,11 @@ class WorkerSpec:
     ladder: tuple[dict[str, Any], ...] = ()  # config Rungs as dicts; the worker picks those that fit
     encoder: str = ""  # "h264_nvenc" or "libx264"; "" = passthrough only
     hw_decode: bool = False  # try NVDEC (the node has an NVIDIA GPU); software decode if it fails
+    # Fleet-wide numbering (with a controller): the channel's next sequence number and discontinuity count
+    # as the controller last heard them from any ingest edge; numbering starts at the larger of these and
+    # the local store's, after a discontinuity, so an ingest that moved continues the fleet's sequence.
+    fleet_next_seq: int = 0
+    fleet_disc_seq: int = 0
 
     def to_arg(self) -> str:
         return json.dumps(asdict(self))
@@ -119,11 +124,17 @@ class Pipeline:
         self.quiet = QuietLog(log)
         source = store.rendition_state(spec.channel, SOURCE)
         ladder = tuple(Rung(**r) for r in spec.ladder) if spec.encoder else ()
-        # A new publisher session (or a restarted worker) after earlier segments: discontinuity.
+        # A new publisher session (or a restarted worker) after earlier segments, here or (fleet numbering)
+        # on another ingest edge: discontinuity.
+        next_seq = max(source.next_seq, spec.fleet_next_seq)
+        disc_seq = max(source.disc_seq, spec.fleet_disc_seq)
+        if next_seq > source.next_seq:
+            log.info("channel=%s continues the fleet-wide numbering at %d (this store had %d)", spec.channel,
+                     next_seq, source.next_seq)
         self.renditions = Renditions(
             channel=spec.channel, segment_seconds=spec.segment_seconds,
-            max_segment_seconds=spec.max_segment_seconds, next_seq=source.next_seq, disc_seq=source.disc_seq,
-            discontinuity=source.next_seq > 0, ladder=ladder, codec=spec.encoder, on_segment=self._commit,
+            max_segment_seconds=spec.max_segment_seconds, next_seq=next_seq, disc_seq=disc_seq,
+            discontinuity=next_seq > 0, ladder=ladder, codec=spec.encoder, on_segment=self._commit,
             on_event=self._event, overload=OverloadPolicy.for_segments(spec.segment_seconds),
             throttle_mpx=_throttle_from_env(), hw_decode=spec.hw_decode, date_not_before=source.date_end,
         )
@@ -218,7 +229,8 @@ class Pipeline:
         self._entries[seg.rendition] = entry
         self.store.update_channel(self.spec.channel, renditions=self.listing())
         self.report({
-            "event": "segment", "rendition": seg.rendition, "seq": seg.seq, "duration": round(seg.duration, 4),
+            "event": "segment", "rendition": seg.rendition, "seq": seg.seq, "disc_seq": seg.disc_seq,
+            "duration": round(seg.duration, 4),
             "bytes": len(seg.payload), "latency": round(listed - seg.first_arrival, 4) if seg.first_arrival else None,
             "evicted": evicted, "discontinuity": seg.discontinuity, "forced": seg.forced, "over_target": over,
         })

@@ -49,10 +49,12 @@ def test_rebuild_reuses_indexes_when_only_states_and_loads_change() -> None:
     assert not moved.reused_indexes and moved.route("news", "192.0.2.9").reason == "prefix"
 
 
-def test_live_only_on_nodes_that_take_no_viewers_is_unavailable_not_offline() -> None:
+def test_live_but_no_node_takes_viewers_is_unavailable_not_offline() -> None:
     t = RoutingTable.build([rn("a", state="lost"), rn("b", draining=True), rn("c", channels=("sports",))])
+    assert t.route("news", "10.1.1.1").node_id == "c"  # live on nodes that take no viewers: c relays it
+    blocked = RoutingTable.build([rn("a", state="lost"), rn("b", draining=True)])
     with pytest.raises(NoRoute) as exc:
-        t.route("news", "10.1.1.1")
+        blocked.route("news", "10.1.1.1")
     assert exc.value.reason == "unavailable" and "a (lost)" in exc.value.detail and "b (draining)" in exc.value.detail
     with pytest.raises(NoRoute) as exc:
         t.route("weather", "10.1.1.1")

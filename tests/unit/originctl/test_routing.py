@@ -1,4 +1,5 @@
-"""Viewer routing: prefix beats distance beats load; unhealthy and draining nodes are skipped."""
+"""Viewer routing: prefix beats distance beats load; unhealthy and draining nodes are skipped; any eligible
+node serves any live channel (carrying it already breaks ties)."""
 
 from __future__ import annotations
 
@@ -40,12 +41,11 @@ def test_longest_prefix_wins_over_distance() -> None:
     assert [a for a, _ in d.alternates] and "berlin" not in [a for a, _ in d.alternates]
 
 
-def test_unhealthy_draining_full_and_channel_less_nodes_are_skipped() -> None:
+def test_unhealthy_draining_and_full_nodes_are_skipped() -> None:
     t = RoutingTable.build([
         node("a", prefixes=("10.0.0.0/8",), state="unhealthy"),
         node("b", prefixes=("10.0.0.0/8",), draining=True),
         node("c", prefixes=("10.0.0.0/8",), viewers=100, limit=100),
-        node("d", prefixes=("10.0.0.0/8",), channels=("sports",)),
         node("e", prefixes=("10.0.0.0/8",), state="lost"),
         node("far", loc=NEW_YORK),
     ])
@@ -53,6 +53,31 @@ def test_unhealthy_draining_full_and_channel_less_nodes_are_skipped() -> None:
     assert (d.node_id, d.reason) == ("far", "nearest")
     with pytest.raises(NoRoute) as exc:
         t.route("weather", "10.1.1.1")
+    assert exc.value.reason == "offline"
+
+
+def test_the_viewers_edge_is_chosen_though_it_does_not_carry_the_channel() -> None:
+    """Issue 10: any eligible edge relays any live channel; carrying it is only a tie-breaker."""
+    t = RoutingTable.build([
+        node("ingest", prefixes=("10.1.0.0/16",), loc=PARIS),
+        node("isp2", prefixes=("10.2.0.0/16",), loc=BERLIN, channels=()),
+        node("idle-a", channels=()), node("idle-z", channels=("news",)),
+    ])
+    d = t.route("news", "10.2.3.4", client_location=PARIS)
+    assert (d.node_id, d.reason) == ("isp2", "prefix")
+    assert t.route("news", "192.0.2.1", client_location=BERLIN).node_id == "isp2"  # nearest, not carrying
+    # equal state and load: the node that carries the channel already wins over a lower id
+    tie = RoutingTable.build([node("a", channels=()), node("z", channels=("news",))])
+    assert tie.route("news", "192.0.2.1").node_id == "z"
+    assert tie.route("news", "192.0.2.1").alternates[0][0] == "a"
+    # but load comes first
+    loaded = RoutingTable.build([node("a", channels=()), node("z", viewers=5, limit=10, channels=("news",))])
+    assert loaded.route("news", "192.0.2.1").node_id == "a"
+    # the controller says which channels are live; a channel live nowhere has no route
+    live = RoutingTable.build([node("a", channels=())], live={"news"})
+    assert live.route("news", "192.0.2.1").node_id == "a"
+    with pytest.raises(NoRoute) as exc:
+        live.route("sports", "192.0.2.1")
     assert exc.value.reason == "offline"
 
 
