@@ -15,7 +15,7 @@ from edged.common.hostport import join_hostport
 from edgenet.v1 import admin_pb2, admin_pb2_grpc
 from originctl import errors, trust
 from originctl.config import parse_hostport
-from originctl.model import Channel, Event, Node, NodeState, Route, StreamRecord
+from originctl.model import Channel, Event, Node, NodeState, RelayTreeView, Route, StreamRecord
 from originctl.server import convert
 
 DEFAULT_TIMEOUT = 10.0  # s per call
@@ -116,3 +116,7 @@ class AdminClient:
         if location is not None:
             req.latitude, req.longitude = location
         return convert.route_from_pb(self._call(self._stub.Route, req))
+
+    def relay_trees(self, channel: str = "") -> list[RelayTreeView]:
+        resp = self._call(self._stub.ListRelayTrees, admin_pb2.ListRelayTreesRequest(channel=channel))
+        return [convert.relay_tree_from_pb(t) for t in resp.trees]

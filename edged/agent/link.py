@@ -173,6 +173,7 @@ class Agent:
         # serves with it)
         self.identity_listeners: list[Callable[[enroll.Identity], None]] = []
         self._renewing: asyncio.Task[None] | None = None
+        self._renewed = asyncio.Event()  # set when the certificate was renewed: the session reconnects with it
         SILENCE.set_function(lambda: -1.0 if math.isinf(s := self.authorizer.silence()) else s)
 
     @property
@@ -390,15 +391,17 @@ class Agent:
             self._linked_at = time.monotonic()
             self._last_address = (host, port)
             self._announce_live()
+            self._renewed.clear()
             if not enroll.serves_tls(ident.cert_pem) and (self._renewing is None or self._renewing.done()):
-                self._renewing = asyncio.create_task(self._renew(ident, call), name="edged-agent-renew")
+                self._renewing = asyncio.create_task(self._renew(ident), name="edged-agent-renew")
             LINK_UP.set(1)
             log.info("connected to the controller at %s:%d as node %s (state %s; it counts as down after %s "
                      "without a message)", host, edge_port, ident.node_id, common_pb2.NodeState.Name(welcome.state),
                      f"{limit:.1f} s" if limit != math.inf else "the stream's end")
             tasks = {asyncio.create_task(self._read_commands(call), name="edged-agent-read"),
                      asyncio.create_task(self._heartbeats(call), name="edged-agent-report"),
-                     asyncio.create_task(self._watch(limit, welcome.pulse_seconds), name="edged-agent-watch")}
+                     asyncio.create_task(self._watch(limit, welcome.pulse_seconds), name="edged-agent-watch"),
+                     asyncio.create_task(self._until_renewed(), name="edged-agent-renewed")}
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -588,7 +591,11 @@ class Agent:
         self._heard()
         return convert.relay_route_from_pb(resp)
 
-    async def _renew(self, ident: enroll.Identity, call: Any) -> None:
+    async def _until_renewed(self) -> None:
+        await self._renewed.wait()
+        raise ControllerUnavailable("reconnecting with the renewed node certificate")
+
+    async def _renew(self, ident: enroll.Identity) -> None:
         """A certificate from before the relay (clientAuth only) cannot serve the relay listener: trade a new key's
         CSR for one that can, save it, and reconnect with it (the controller accepts only the newest)."""
         stub = self._stub
@@ -609,7 +616,7 @@ class Agent:
         self.identity = renewed
         log.info("node certificate renewed (it now also serves the relay listener); reconnecting with it")
         self._notify_identity(renewed)
-        call.cancel()  # the session ends; the link reconnects at once with the new certificate
+        self._renewed.set()  # the session ends; the link reconnects with the new certificate
 
     def _notify_identity(self, ident: enroll.Identity) -> None:
         for cb in list(self.identity_listeners):
