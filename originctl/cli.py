@@ -4,7 +4,8 @@ Exit codes: 0 ok, 1 operational error (controller unreachable, token refused, no
 configuration error (argparse's own errors included). Errors are one line on stderr saying what to do.
 Data goes to stdout (tables for people, `-o json` for scripts); `token create` prints only tokens and
 `channel create` / `channel rotate-key` only the stream key. `route` exits 1 when no node can serve
-the viewer; `drain` exits 1 when the node is not empty by the end of --wait.
+the viewer; `relay tree` exits 1 when the channel is not live; `drain` exits 1 when the node is not
+empty by the end of --wait.
 
 The admin token comes from --token, else $ORIGINCTL_TOKEN, else `token` in the CLI config file
 (originctl/config.py), else ./var/origin/admin.token when readable (the default data dir of `serve`).
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--location", type=_location, metavar="LAT,LON",
                     help="the viewer's location (default: from the controller's GeoIP database, if any)")
     output(ro)
+
+    rel = sub.add_parser("relay", help="fleet distribution: how live channels are relayed between edges")
+    rel_sub = rel.add_subparsers(dest="relay_command", metavar="VERB", required=True)
+    rt = rel_sub.add_parser("tree", help="draw a live channel's relay tree (ingest edge, relays, edges)")
+    rt.add_argument("channel", metavar="CHANNEL")
+    output(rt)
 
     dr = sub.add_parser("drain", help="send a node no new viewers or transcodes; report until it is empty")
     dr.add_argument("id", metavar="NODE", help="node ID, unique ID prefix, or unique name")
@@ -344,10 +351,23 @@ def cmd_streams(args: argparse.Namespace) -> int:
     with _client(args) as c:
         streams = c.streams(include_ended=args.all, limit=args.limit)
         names = {} if args.output == "json" else {n.id: n.info.name or n.id for n in c.nodes()}
+        trees = {t.channel: t for t in c.relay_trees()} if args.output == "wide" else {}
     if args.output == "json":
         _json(streams)
     else:
-        print(render.streams_table(streams, _now_ms(), names, wide=args.output == "wide"))
+        print(render.streams_table(streams, _now_ms(), names, wide=args.output == "wide", trees=trees))
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    with _client(args) as c:
+        (tree,) = c.relay_trees(args.channel)
+    if args.output == "json":
+        _json(tree)
+    else:
+        print(render.relay_tree_text(tree))
     return 0
 
 
@@ -400,7 +420,8 @@ def cmd_uncordon(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "nodes": cmd_nodes, "node": cmd_node, "events": cmd_events, "top": cmd_top,
             "token": cmd_token, "discover": cmd_discover, "channel": cmd_channel, "channels": cmd_channels,
-            "streams": cmd_streams, "route": cmd_route, "drain": cmd_drain, "uncordon": cmd_uncordon}
+            "streams": cmd_streams, "route": cmd_route, "relay": cmd_relay, "drain": cmd_drain,
+            "uncordon": cmd_uncordon}
 
 
 def main(argv: list[str] | None = None) -> int:

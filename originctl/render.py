@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
-from originctl.model import Channel, Event, GpuSample, GpuStatus, Node, NodeState, Route, StreamRecord
+from originctl.model import (
+    Channel,
+    Event,
+    GpuSample,
+    GpuStatus,
+    Node,
+    NodeState,
+    RelayMember,
+    RelayTreeView,
+    Route,
+    StreamRecord,
+)
 from originctl.server.health import throttle_names
 
 
@@ -210,14 +221,29 @@ def ladder(s: StreamRecord) -> str:
     return s.mode
 
 
+def relayed_by(tree: RelayTreeView | None, names: dict[str, str]) -> str:
+    """The edges relaying a channel, e.g. "3: relay-1 (2), viewer-b, viewer-c" (children in brackets)."""
+    if tree is None:
+        return "-"
+    if tree.problem:
+        return f"! {tree.problem}"
+    relays = [m for m in tree.members if m.role != "ingest"]
+    if not relays:
+        return "0"
+    shown = [names.get(m.node_id, m.node_id) + (f" ({m.children})" if m.children else "") for m in relays[:8]]
+    more = f", +{len(relays) - 8}" if len(relays) > 8 else ""
+    return f"{len(relays)}: {', '.join(shown)}{more}"
+
+
 def streams_table(streams: Sequence[StreamRecord], now_ms: int, names: dict[str, str] | None = None,
-                  wide: bool = False) -> str:
-    """`names`: node ID → node name, for people."""
+                  wide: bool = False, trees: dict[str, RelayTreeView] | None = None) -> str:
+    """`names`: node ID → node name, for people; `trees` (wide): channel → its relay tree."""
     names = names or {}
+    trees = trees or {}
     headers = ["CHANNEL", "NODE", "PROTOCOL", "AGE", "LADDER", "DECIDED-BY", "WHY"]
     if wide:
         headers = ["ID", "CHANNEL", "NODE", "NODE-ID", "PROTOCOL", "STARTED", "ENDED", "LADDER", "RENDITIONS",
-                   "DECIDED-BY", "WHY", "END-REASON"]
+                   "DECIDED-BY", "RELAYED-BY", "WHY", "END-REASON"]
     rows = []
     for s in streams:
         by = "controller" if s.decided_by_controller else "edge"
@@ -225,7 +251,8 @@ def streams_table(streams: Sequence[StreamRecord], now_ms: int, names: dict[str,
         if wide:
             rows.append([s.id, s.channel, names.get(s.node_id, "-"), s.node_id, s.protocol or "-",
                          when(s.started_unix_ms), when(s.ended_unix_ms), ladder(s), ",".join(s.renditions) or "-",
-                         by, s.reason or "-", s.end_reason or "-"])
+                         by, relayed_by(trees.get(s.channel), names) if s.live else "-", s.reason or "-",
+                         s.end_reason or "-"])
         else:
             why = s.reason if len(s.reason) <= 80 else s.reason[:77] + "..."
             rows.append([s.channel, names.get(s.node_id, s.node_id), s.protocol or "-", age_, ladder(s), by,
@@ -247,5 +274,54 @@ def route_text(r: Route) -> str:
     ]
     if r.distance_km is not None:
         lines.append(f"Distance:    {r.distance_km:.0f} km")
+    if r.chain:
+        how = "carries it already" if r.carrying else "subscribes on the viewer's first request"
+        lines.append(f"Relay:       {' → '.join(r.chain)} ({how})")
+    elif r.routed:
+        lines.append("Relay:       - (no relay path planned: the edge asks when its first viewer comes)")
     lines.append("Alternates:  " + ("; ".join(f"{n} {u}" for n, u in r.alternates) or "-"))
+    return "\n".join(lines)
+
+
+def _member_line(m: RelayMember) -> str:
+    label = f"{m.node_id} ({m.name})" if m.name and m.name != m.node_id else m.node_id
+    bits = [m.role]
+    if m.children:
+        bits.append(f"{m.children} {'child' if m.children == 1 else 'children'}")
+    if m.reported:
+        bits.append(f"reports: {m.reported}")
+    return f"{label}  [{', '.join(bits)}]"
+
+
+def relay_tree_text(t: RelayTreeView) -> str:
+    """A channel's relay tree drawn with box characters, the ingest edge at the top, and why each parent."""
+    by_parent: dict[str, list[RelayMember]] = {}
+    root = None
+    for m in t.members:
+        if m.role == "ingest":
+            root = m
+        else:
+            by_parent.setdefault(m.parent_node_id, []).append(m)
+    relaying = sum(1 for m in t.members if m.role != "ingest")
+    lines = [f"Channel {t.channel}: ingested on {t.ingest_node_id}, relayed by {relaying} "
+             f"{'node' if relaying == 1 else 'nodes'}"]
+    if t.problem:
+        lines.append(f"Problem: {t.problem}")
+    if root is None:
+        return "\n".join(lines)
+    lines.append(_member_line(root))
+    why: list[str] = []
+
+    def draw(node: str, prefix: str) -> None:
+        kids = by_parent.get(node, [])
+        for i, m in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_member_line(m)}")
+            if m.reason:
+                why.append(f"  {m.node_id}: {m.reason}")
+            draw(m.node_id, prefix + ("   " if last else "│  "))
+
+    draw(root.node_id, "")
+    if why:
+        lines += ["", "Why:", *why]
     return "\n".join(lines)
