@@ -172,6 +172,8 @@ class Channel:
     created_unix_ms: int = 0
     key_rotated_unix_ms: int = 0
     live_nodes: tuple[str, ...] = ()
+    next_seq: int = 0  # fleet-wide numbering: the next HLS sequence number of the channel, on any ingest edge
+    disc_seq: int = 0  # and its discontinuity count
 
 
 @dataclass(frozen=True, slots=True)

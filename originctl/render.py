@@ -210,9 +210,9 @@ def top_screen(nodes: Sequence[Node], origin: str, now_ms: int) -> str:
 
 
 def channels_table(channels: Sequence[Channel]) -> str:
-    rows = [[c.name, ",".join(c.live_nodes) or "-", when(c.created_unix_ms), when(c.key_rotated_unix_ms)]
-            for c in channels]
-    return table(["NAME", "LIVE-ON", "CREATED", "KEY-ROTATED"], rows)
+    rows = [[c.name, ",".join(c.live_nodes) or "-", str(c.next_seq), str(c.disc_seq), when(c.created_unix_ms),
+             when(c.key_rotated_unix_ms)] for c in channels]
+    return table(["NAME", "LIVE-ON", "NEXT-SEQ", "DISCONTINUITIES", "CREATED", "KEY-ROTATED"], rows)
 
 
 def ladder(s: StreamRecord) -> str:

@@ -21,6 +21,7 @@ from originctl.model import Channel, ChannelRecord, TokenRecord
 from originctl.server import convert
 from originctl.server.channels import ChannelBook, check_name
 from originctl.server.edge_service import set_draining_command
+from originctl.server.numbering import NumberingBook
 from originctl.server.registry import Registry
 from originctl.server.relays import RelayBook
 from originctl.server.router import Router
@@ -61,13 +62,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, registry: Registry, store: Store, admin_token: str, token_path: Path,
                  ca_fingerprint: str, metrics: ControllerMetrics, channels: ChannelBook | None = None,
                  streams: StreamBook | None = None, router: Router | None = None, *,
-                 relays: RelayBook | None = None) -> None:
+                 relays: RelayBook | None = None, numbering: NumberingBook | None = None) -> None:
         self.registry = registry
         self.store = store
         self.channels = channels if channels is not None else ChannelBook(store)
         self.streams = streams if streams is not None else StreamBook(store)
         self.router = router
         self.relays = relays if relays is not None else (router.relays if router is not None else None)
+        self.numbering = numbering
         self._expected = f"Bearer {admin_token}".encode()
         self._token_path = token_path
         self._ca_fingerprint = ca_fingerprint
@@ -139,8 +141,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     # --- channels, streams, routing ------------------------------------------------------------------
 
     def _channel_view(self, rec: ChannelRecord) -> Channel:
+        next_seq, disc_seq = self.numbering.get(rec.name) if self.numbering is not None else (0, 0)
         return Channel(name=rec.name, created_unix_ms=rec.created_unix_ms, key_rotated_unix_ms=rec.key_rotated_unix_ms,
-                       live_nodes=tuple(sorted(self.streams.carriers(rec.name))))
+                       live_nodes=tuple(sorted(self.streams.carriers(rec.name))), next_seq=next_seq,
+                       disc_seq=disc_seq)
 
     @admin_rpc
     async def CreateChannel(self, request: admin_pb2.ChannelRequest,

@@ -141,7 +141,7 @@ class Controller:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.registry, self.store, self.admin_token, self.admin_token_path.resolve(),
                           self.ca.fingerprint, self.metrics, self.channels, self.streams, self.router,
-                          relays=self.relays), self._main)
+                          relays=self.relays, numbering=self.numbering), self._main)
         self.grpc_port = self._bind(self._main, grpc_host, grpc_port, "grpc",
                                     grpc.ssl_server_credentials([(key_pem, chain_pem)], require_client_auth=False))
         await self._edge.start()

@@ -179,12 +179,13 @@ def event_to_pb(e: Event) -> pb.Event:
 
 def channel_to_pb(c: Channel) -> admin_pb2.Channel:
     return admin_pb2.Channel(name=c.name, created_unix_ms=c.created_unix_ms,
-                             key_rotated_unix_ms=c.key_rotated_unix_ms, live_nodes=list(c.live_nodes))
+                             key_rotated_unix_ms=c.key_rotated_unix_ms, live_nodes=list(c.live_nodes),
+                             next_seq=c.next_seq, disc_seq=c.disc_seq)
 
 
 def channel_from_pb(m: admin_pb2.Channel) -> Channel:
     return Channel(name=m.name, created_unix_ms=m.created_unix_ms, key_rotated_unix_ms=m.key_rotated_unix_ms,
-                   live_nodes=tuple(m.live_nodes))
+                   live_nodes=tuple(m.live_nodes), next_seq=m.next_seq, disc_seq=m.disc_seq)
 
 
 def stream_to_pb(s: StreamRecord) -> admin_pb2.Stream:
