@@ -22,6 +22,7 @@ from edged.log import QuietLog
 from edged.media.hub import StreamHub
 from edged.media.stream import Stream
 from edged.media.transcode.supervisor import Admission, PipelineSupervisor
+from edged.relay.commits import CommitBus
 from edged.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,16 @@ class EdgeApp:
         else:
             self.authorizer = StaticAuthorizer(cfg.channels)
         self._announced: dict[str, tuple[int, Admission]] = {}  # channel → (start ms, admission) told to it
+        # Fleet distribution: the commit bus wakes relay subscriptions; with a controller, the relay manager
+        # subscribes to parents for channels asked for here and the relay server serves children (it needs
+        # the fleet identity, so it starts once the node is enrolled)
+        self.bus = CommitBus()
+        self.relay_server: Any = None
+        self.relay_manager: Any = None
+        self.relay_pusher: Any = None
+        self._relay_writer: Any = None
+        self._fleet: Any = None  # edged.relay.tls.FleetIdentity once enrolled
+        self._relay_restart: asyncio.Task[None] | None = None
         self._started: list[Component] = []
         self._stop_event = asyncio.Event()
 
@@ -155,17 +166,19 @@ class EdgeApp:
                                                  on_numbering=self.agent.async_numbering)
             self.hub.add_listener(lambda stream: None, self._stream_ended)
         else:
-            self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path)
+            self.supervisor = PipelineSupervisor(self.cfg, self.hub, store_path, self._pipeline_report)
         await self._start(self.supervisor)
         if self.cfg.rtmp.enabled:
             self.rtmp = RtmpServer(self.cfg.rtmp, self.hub, self.authorizer)
             await self._start(self.rtmp)
         if self.cfg.srt.enabled:
             await self._start_srt()
+        await self._start_relay_manager()
         # HTTP last of the listeners: once /healthz answers, it reports every ingest port
-        self.http = HttpFront(self.cfg, self.store, self.health)
+        self.http = HttpFront(self.cfg, self.store, self.health, self.relay_manager)
         await self._start(self.http)
         await self._start_control_plane()
+        await self._start_relay_server()
         sdnotify.notify(f"READY=1\nSTATUS=serving; rtmp={self.rtmp.port if self.rtmp else '-'}")
         log.info("edged %s ready (data dir %s)", __version__, data)
 
@@ -179,6 +192,7 @@ class EdgeApp:
         return NodeStatus(
             http_url=url, http_port=http_port, rtmp_port=self.rtmp.port if self.rtmp else 0,
             srt_port=getattr(self.srt, "port", 0) or 0, active_streams=len(live), live_channels=live,
+            relay_port=self.relay_server.port if self.relay_server is not None else 0,
             transcodes=self.supervisor.transcodes() if self.supervisor else 0,
             viewers=self.http.meter.viewers() if self.http else 0,
             egress_bps=self.http.meter.egress_bps() if self.http else 0,
@@ -205,6 +219,19 @@ class EdgeApp:
                                         by_controller=admission.by_controller)
 
     def _pipeline_report(self, channel: str, rep: dict[str, Any]) -> None:
+        event = rep.get("event")
+        try:  # what the worker committed wakes the relay subscriptions of this channel
+            if event == "segment":
+                self.bus.segment(channel, str(rep["rendition"]), int(rep["seq"]))
+                self.bus.channel_changed(channel)  # the record's renditions (bandwidths) follow each segment
+            elif event in ("rendition", "shed", "restore", "exited"):
+                self.bus.channel_changed(channel)
+        except (KeyError, TypeError, ValueError):
+            log.warning("channel=%s malformed pipeline report: %r", channel, rep)
+        except Exception:  # a relay bug must not stop the pipeline's reports
+            log.exception("channel=%s commit notification failed", channel)
+        if self.agent is None:
+            return
         if rep.get("event") != "ladder" or channel not in self._announced:
             return
         stream = self.hub.get(channel)
@@ -232,6 +259,102 @@ class EdgeApp:
             except OSError as exc:  # no multicast-capable interface: keep serving
                 log.warning("LAN announcement (_edged._tcp) disabled: %s", exc)
 
+    # --- fleet distribution (the relay) ----------------------------------------------------------------
+
+    def _is_local(self, channel: str) -> bool:
+        return self.hub.get(channel) is not None
+
+    def _relay_client(self) -> Any:
+        if self._fleet is None:
+            return None
+        from edged.relay.client import RelayClient
+
+        r = self.cfg.relay
+        return RelayClient(self._fleet, max_record_bytes=r.max_record_bytes, stall_timeout=r.stall_timeout)
+
+    def _node_id(self) -> str:
+        return str(self.agent.node_id) if self.agent is not None else ""
+
+    async def _start_relay_manager(self) -> None:
+        """With a controller: subscriptions to parents on demand (the HTTP front asks it first)."""
+        if self.agent is None or not self.cfg.relay.enabled:
+            return
+        from edged.relay.manager import Pusher, RelayManager
+        from edged.relay.storeio import StoreWriter
+
+        assert self.store is not None
+        self._relay_writer = StoreWriter(self.store, self.cfg.hls.window + self.cfg.store.retention_segments)
+        directory = self.agent.relay_directory
+        self.relay_manager = RelayManager(
+            self.cfg.relay, self.store, self.bus, self._relay_writer, directory, self._relay_client,
+            node_id=self._node_id, is_local=self._is_local,
+            children=lambda ch: self.relay_server.children(ch) if self.relay_server is not None else 0)
+        await self._start(self.relay_manager)
+        self.relay_pusher = Pusher(self.cfg.relay, self.store, self.bus, directory, self._relay_client,
+                                   window=self.cfg.hls.window, is_local=self._is_local, node_id=self._node_id)
+        await self._start(self.relay_pusher)
+        self.hub.add_listener(lambda stream: self.relay_pusher.reconcile())
+
+    async def _start_relay_server(self) -> None:
+        """The relay listener, once this node has its fleet identity (it authenticates both ends)."""
+        if self.agent is None or not self.cfg.relay.enabled:
+            if self.cfg.relay.enabled:
+                log.info("relay listener off: a standalone node has no fleet identity to authenticate with "
+                         "(enroll it with --origin)")
+            return
+        self.agent.identity_listeners.append(self._identity_changed)
+        if self.agent.identity is not None:
+            await self._serve_relay(self.agent.identity)
+        else:
+            log.info("relay listener waits for this node's enrollment (it serves with the fleet certificate)")
+
+    def _identity_changed(self, ident: Any) -> None:
+        if self._relay_restart is None or self._relay_restart.done():
+            self._relay_restart = asyncio.get_running_loop().create_task(self._serve_relay(ident))
+
+    async def _serve_relay(self, ident: Any) -> None:
+        from edged.agent.enroll import serves_tls
+        from edged.relay.server import RelayServer
+        from edged.relay.tls import FleetIdentity
+
+        self._fleet = FleetIdentity(ident.node_id, ident.key_pem, ident.cert_pem, ident.ca_pem)
+        if not serves_tls(ident.cert_pem):
+            log.warning("relay listener waits: this node's certificate predates the relay (clientAuth only); "
+                        "the agent renews it")
+            return
+        old = self.relay_server
+        if old is not None:
+            await old.stop()
+            if old in self._started:
+                self._started.remove(old)
+        assert self.store is not None
+        server = RelayServer(self.cfg.relay, self.store, self.bus, self._fleet, window=self.cfg.hls.window,
+                             has_channel=self._relay_has, ensure=self._relay_ensure, writer=self._relay_writer,
+                             on_children=self._relay_children)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("relay listener not started: %s", exc)
+            return
+        self.relay_server = server
+        self._started.append(server)
+
+    def _relay_has(self, channel: str) -> bool:
+        return self._is_local(channel) or (self.relay_manager is not None and self.relay_manager.active(channel))
+
+    async def _relay_ensure(self, channel: str, path: tuple[str, ...]) -> bool:
+        from edged.relay.gate import Availability
+
+        if self.relay_manager is None:
+            return False
+        got = await self.relay_manager.request(channel, path)
+        return got in (Availability.LOCAL, Availability.READY, Availability.WAITED)
+
+    def _relay_children(self, channel: str) -> None:
+        """A child came or went: keep the subscription it uses alive, and the controller's view current."""
+        if self.relay_manager is not None:
+            self.relay_manager.children_changed(channel)
+
     async def _start_srt(self) -> None:
         try:
             from edged.ingest.srt_server import SrtServer
@@ -255,6 +378,10 @@ class EdgeApp:
             except Exception:  # keep stopping the rest
                 log.exception("error stopping %s", type(comp).__name__)
         self._started.clear()
+        if self._relay_restart is not None:
+            self._relay_restart.cancel()
+        if self._relay_writer is not None:
+            self._relay_writer.close()
         if self.store is not None:
             self.store.close()
 

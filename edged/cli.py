@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtmps", metavar="HOST:PORT", type=_hostport,
                      help="RTMPS listener (default 0.0.0.0:1936; on when [rtmp] tls_cert_file and tls_key_file are set)")
     run.add_argument("--http", metavar="HOST:PORT", type=_hostport, help="HTTP listener (default 0.0.0.0:8080)")
+    run.add_argument("--relay", metavar="HOST:PORT", type=_hostport,
+                     help="relay listener for other edges, gRPC with mutual TLS (default 0.0.0.0:50061; enrolled nodes)")
     run.add_argument("--srt", metavar="HOST:PORT", type=_hostport, help="SRT listener, UDP (default 0.0.0.0:9000)")
     run.add_argument("--srt-passphrase", metavar="SECRET", help="require this SRT passphrase (10-79 characters)")
     run.add_argument("--no-srt", action="store_true", help="do not listen for SRT")
@@ -92,6 +94,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o.setdefault("rtmp", {})["tls_listen"] = args.rtmps
     if args.http:
         o.setdefault("http", {})["listen"] = args.http
+    if args.relay:
+        o.setdefault("relay", {})["listen"] = args.relay
     if args.srt:
         o.setdefault("srt", {})["listen"] = args.srt
     if args.srt_passphrase is not None:

@@ -92,6 +92,23 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class RelayConfig:
+    """Fleet distribution: this edge's relay listener (parent side) and subscriptions (child side)."""
+
+    enabled: bool = True  # run the relay listener (only on an enrolled node: it needs the fleet identity)
+    listen: str = "0.0.0.0:50061"  # gRPC with mutual TLS (fleet certificates)
+    start_timeout: float = 5.0  # s a viewer's first request for a channel not here waits for it (then 503)
+    linger_seconds: float = 30.0  # s after the last request (or child) before a subscription is dropped
+    stall_timeout: float = 2.0  # s without a record or keepalive before a parent counts as stalled
+    keepalive_seconds: float = 0.5  # s: a parent sends a keepalive record when idle this long
+    send_timeout: float = 5.0  # s one record to a child may take (a child that stopped reading is dropped)
+    max_backlog_segments: int = 32  # per rendition: a child further behind is dropped (it resubscribes)
+    max_record_bytes: int = 64 * 1024 * 1024  # bytes: a larger record ends the subscription
+    max_subscriptions: int = 256  # channels this edge relays from a parent at once
+    max_streams: int = 1024  # child subscriptions this edge serves at once
+
+
+@dataclass(frozen=True)
 class Rung:
     name: str
     width: int
@@ -162,6 +179,7 @@ class Config:
     transcode: TranscodeConfig = TranscodeConfig()
     origin: OriginConfig = OriginConfig()
     node: NodeConfig = NodeConfig()
+    relay: RelayConfig = RelayConfig()
     channels: dict[str, str] = field(default_factory=dict)  # stream key -> channel name
 
     @property
@@ -268,6 +286,7 @@ def validate(cfg: Config) -> None:
     if cfg.origin.auth_cache_seconds < 0:
         raise ConfigError("origin.auth_cache_seconds", "must not be negative")
     _validate_http(cfg.http)
+    _validate_relay(cfg.relay)
     for i, prefix in enumerate(cfg.node.prefixes):
         try:
             ipaddress.ip_network(prefix, strict=False)
@@ -338,6 +357,26 @@ def _validate_node_relay(node: NodeConfig) -> None:
             if not _HOSTNAME_RE.match(node.relay_host):
                 raise ConfigError("node.relay_host", f"expected a host name or an IP address (no port, no scheme), "
                                                      f"got {node.relay_host!r}") from None
+
+
+def _validate_relay(relay: RelayConfig) -> None:
+    parse_hostport(relay.listen, "relay.listen")
+    for name, value, lo, hi in (("relay.start_timeout", relay.start_timeout, 0.1, 60),
+                                ("relay.linger_seconds", relay.linger_seconds, 0.1, 86400),
+                                ("relay.stall_timeout", relay.stall_timeout, 0.2, 60),
+                                ("relay.send_timeout", relay.send_timeout, 0.1, 600)):
+        if not lo <= value <= hi:  # also refuses nan and inf
+            raise ConfigError(name, f"expected between {lo:g} and {hi:g} seconds")
+    if not 0.05 <= relay.keepalive_seconds < relay.stall_timeout:
+        raise ConfigError("relay.keepalive_seconds", "expected at least 0.05 s and below relay.stall_timeout")
+    if not 2 <= relay.max_backlog_segments <= 100_000:
+        raise ConfigError("relay.max_backlog_segments", "expected between 2 and 100000")
+    if not 1024 * 1024 <= relay.max_record_bytes <= 1024 * 1024 * 1024:
+        raise ConfigError("relay.max_record_bytes", "expected between 1 MiB and 1 GiB")
+    for name, count in (("relay.max_subscriptions", relay.max_subscriptions),
+                        ("relay.max_streams", relay.max_streams)):
+        if not 1 <= count <= 1_000_000:
+            raise ConfigError(name, "expected between 1 and 1000000")
 
 
 def _validate_http(http: HttpConfig) -> None:

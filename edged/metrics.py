@@ -32,7 +32,10 @@ WORKERS = Gauge("edged_pipeline_workers", "Running pipeline worker processes")
 STORE_BYTES = Gauge("edged_store_bytes", "Segment payload bytes held in the LMDB store")
 STORE_EVICTED = Counter("edged_store_evicted_segments_total", "Segments evicted from the store")
 
-HTTP_REQUESTS = Counter("edged_http_requests_total", "HTTP requests by route and status class", ["route", "code"])
+HTTP_REQUESTS = Counter(
+    "edged_http_requests_total", "HTTP requests by kind (master, playlist, segment; healthz, metrics, other) and "
+    "result: local (served from this edge's store), relay_wait (served once a relay subscription was ready), "
+    "404, 503, or the status class of any other answer", ["kind", "result"])
 HTTP_BYTES = Counter("edged_http_sent_bytes_total", "Response body bytes sent", ["route"])
 HTTP_CONNECTIONS = Gauge("edged_http_connections", "Open HTTP connections")
 HTTP_CONNECTION_LIMIT = Gauge("edged_http_connection_limit", "HTTP connection cap in force (config and descriptor limit)")

@@ -14,17 +14,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edged import metrics
 from edged.config import Config, parse_hostport
 from edged.http.guard import ConnectionGuard, Limits
-from edged.http.hls import HlsHandlers
+from edged.http.hls import SERVED, HlsHandlers
 from edged.http.meter import ViewerMeter
 from edged.http.server import GuardedRunner, ServerLog
 from edged.log import QuietLog
+from edged.relay.gate import Gate
 from edged.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VIEWER_ROUTES = frozenset({"master", "media", "segment"})  # handler names, also the metric's route label
-_OPS_ROUTES = frozenset({"healthz", "metrics_view"})
+# handler name → the kind label of edged_http_requests_total
+_KINDS = {"master": "master", "media": "playlist", "segment": "segment", "healthz": "healthz",
+          "metrics_view": "metrics"}
 METER = web.AppKey("meter", ViewerMeter)
 CORS_ORIGIN = web.AppKey("cors_origin", str)
 
@@ -50,13 +53,20 @@ async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.Strea
         nbytes = len(body) if isinstance(body, bytes | bytearray) else 0
         metrics.HTTP_BYTES.labels(route=name).inc(nbytes)
         request.app[METER].async_record(request.remote, nbytes)
-    label = name if name in _VIEWER_ROUTES or name in _OPS_ROUTES else "other"
-    metrics.HTTP_REQUESTS.labels(route=label, code=f"{resp.status // 100}xx").inc()
+    kind = _KINDS.get(name, "other")
+    if resp.status < 400 and name in _VIEWER_ROUTES:
+        result = request.get(SERVED, "local")
+    elif resp.status in (404, 503):
+        result = str(resp.status)
+    else:
+        result = f"{resp.status // 100}xx"
+    metrics.HTTP_REQUESTS.labels(kind=kind, result=result).inc()
     return resp
 
 
 class HttpFront:
-    def __init__(self, cfg: Config, store: SegmentStore, health: Callable[[], dict[str, object]]) -> None:
+    def __init__(self, cfg: Config, store: SegmentStore, health: Callable[[], dict[str, object]],
+                 gate: Gate | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.health = health
@@ -64,7 +74,7 @@ class HttpFront:
         self.app[CORS_ORIGIN] = cfg.http.cors_origin
         self.meter = ViewerMeter()
         self.app[METER] = self.meter
-        HlsHandlers(cfg, store).add_routes(self.app)
+        HlsHandlers(cfg, store, gate).add_routes(self.app)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics_view)
         self._runner: web.AppRunner | None = None

@@ -4,6 +4,14 @@ Playlists: EXT-X-TARGETDURATION is fixed per channel (from hls.max_segment_secon
 what the channel record says was advertised); EXT-X-ENDLIST appears once the stream ended
 deliberately, or its publisher has been gone for hls.reconnect_grace_seconds.
 
+Every edge serving a channel renders the same playlists: the window, the target duration and the
+reconnect grace come from the channel record the ingest edge wrote (relayed unchanged to every other
+edge), the edge's own [hls] values only where a record has none. On an edge with a relay (`gate`), a
+request for a channel with no publisher here first asks the relay manager, which subscribes on the
+first request and holds it until the first playlist is ready (up to relay.start_timeout, then 503 with
+Retry-After: 1); a channel live nowhere is 404. A relayed segment carries `Age` (seconds since the
+ingest edge committed it), so a cache in front counts its freshness from there.
+
 Segments answer single byte ranges (RFC 9110 14): `bytes=A-B`, `bytes=A-`, `bytes=-N` get 206 with
 Content-Range, an unsatisfiable range 416 with `Content-Range: bytes */SIZE`; several ranges, an
 If-Range (we send no validator it could match) or a malformed header get the whole 200. HEAD is
@@ -20,7 +28,10 @@ from aiohttp import web
 
 from edged.config import Config
 from edged.protocols import hls
+from edged.relay.gate import Availability, Gate
 from edged.store.segments import SegmentStore
+
+SERVED = web.RequestKey("served", str)  # how a viewer request was served, for edged_http_requests_total
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _NAME_RE = re.compile(f"^{_NAME}$")
@@ -61,14 +72,37 @@ def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
     return first, (min(int(last_s), size - 1) if last_s else size - 1)
 
 
+def _int_field(info: dict[str, Any], key: str, default: int) -> int:
+    v = info.get(key)
+    return v if type(v) is int and v > 0 else default
+
+
 def _not_found(what: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=f"{what} not found\n")
 
 
+def _unavailable() -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(text="channel not ready here yet\n", headers={"Retry-After": "1"})
+
+
 class HlsHandlers:
-    def __init__(self, cfg: Config, store: SegmentStore) -> None:
+    def __init__(self, cfg: Config, store: SegmentStore, gate: Gate | None = None) -> None:
         self.cfg = cfg
         self.store = store
+        self.gate = gate
+
+    async def _through_gate(self, request: web.Request, channel: str) -> None:
+        """With a relay: make sure the channel is here (or refuse with 404/503) before serving it."""
+        if self.gate is None:
+            return
+        how = await self.gate.request(channel)
+        if how is Availability.ABSENT:
+            if self.store.channel(channel) is None:
+                raise _not_found("channel")
+            # an ended stream this edge still holds: served as it is
+        elif how is Availability.UNAVAILABLE:
+            raise _unavailable()
+        request[SERVED] = "relay_wait" if how is Availability.WAITED else "local"
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(f"/live/{{channel:{_NAME}}}/master.m3u8", self.master)
@@ -82,6 +116,7 @@ class HlsHandlers:
         return info
 
     async def master(self, request: web.Request) -> web.StreamResponse:
+        await self._through_gate(request, request.match_info["channel"])
         info = self._channel(request.match_info["channel"])
         variants = [
             hls.Variant(
@@ -99,10 +134,13 @@ class HlsHandlers:
     async def media(self, request: web.Request) -> web.StreamResponse:
         channel = request.match_info["channel"]
         rendition = request.match_info["rendition"]
+        await self._through_gate(request, channel)
         info = self._channel(channel)
         if rendition not in {r["name"] for r in info["renditions"]}:
             raise _not_found("rendition")
-        metas = self.store.recent(channel, rendition, self.cfg.hls.window)
+        hcfg = self.cfg.hls
+        window = _int_field(info, "window", hcfg.window)
+        metas = self.store.recent(channel, rendition, window)
         # A playlist numbers its segments by position (RFC 8216 3, 4.3.3.2): after a gap (an encoded rung
         # shed under overload and restored keeps the source's numbers) only the run after it is listed.
         for i in range(len(metas) - 1, 0, -1):
@@ -114,13 +152,15 @@ class HlsHandlers:
                              disc_seq=m.disc_seq, program_date_time=m.program_date_time)
             for m in metas
         ]
-        hcfg = self.cfg.hls
-        target = hls.target_duration(hcfg.effective_max_segment_seconds, int(info.get("target_duration", 0)))
+        advertised = _int_field(info, "target_duration", 0)
+        # the ingest edge's target duration when its record has one: never this edge's own [hls] setting
+        target = advertised if advertised > 0 else hls.target_duration(hcfg.effective_max_segment_seconds)
         ended_at = info.get("ended")
+        grace = info.get("reconnect_grace")
         ended = hls.playlist_ended(live=bool(info.get("live", False)),
                                    ended_at=float(ended_at) if ended_at is not None else None,
                                    deliberate=bool(info.get("ended_deliberately", False)), now=time.time(),
-                                   grace=hcfg.reconnect_grace_seconds)
+                                   grace=float(grace) if isinstance(grace, int | float) else hcfg.reconnect_grace_seconds)
         text = hls.render_media_playlist(segments, target_duration=target, ended=ended)
         return self._playlist(text)
 
@@ -136,8 +176,16 @@ class HlsHandlers:
             raise _not_found("segment")
         payload = self.store.read(channel, rendition, seq)
         if payload is None:
-            raise _not_found("segment")
+            await self._through_gate(request, channel)  # a channel not here yet: a player's first segment
+            payload = self.store.read(channel, rendition, seq)
+            if payload is None:
+                raise _not_found("segment")
+        elif self.gate is not None:
+            self.gate.touch(channel)  # a use of a relayed channel (its linger starts over)
         headers = {"Cache-Control": SEGMENT_CACHE, "Accept-Ranges": "bytes"}
+        meta = self.store.meta(channel, rendition, seq) if self.gate is not None else None
+        if meta is not None and meta.origin_ns:
+            headers["Age"] = str(max(0, int(time.time() - meta.origin_ns / 1e9)))
         spec = request.headers.get("Range")
         if spec is None or "If-Range" in request.headers:
             return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE, headers=headers)

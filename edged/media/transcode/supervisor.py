@@ -257,6 +257,7 @@ class PipelineSupervisor:
             hw_decode=bool(ladder and self.encoder and self.encoder.gpus),
             fleet_next_seq=self._fleet.get(stream.channel, (0, 0))[0],
             fleet_disc_seq=self._fleet.get(stream.channel, (0, 0))[1],
+            window=self.cfg.hls.window, reconnect_grace=self.cfg.hls.reconnect_grace_seconds,
         )
 
     async def _run(self, stream: Stream, reader: Reader, prev: asyncio.Task[None] | None) -> None:
@@ -338,6 +339,11 @@ class PipelineSupervisor:
         reports.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reports
+        if self.on_report is not None:  # the worker's last channel-record write (the stream's end) is in now
+            try:
+                self.on_report(stream.channel, {"event": "exited", "rc": rc})
+            except Exception:
+                log.exception("channel=%s report callback failed", stream.channel)
         if rc != 0:
             log.error("channel=%s pipeline worker exited with status %s", stream.channel, rc)
             return False

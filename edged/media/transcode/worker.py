@@ -70,6 +70,9 @@ class WorkerSpec:
     # the local store's, after a discontinuity, so an ingest that moved continues the fleet's sequence.
     fleet_next_seq: int = 0
     fleet_disc_seq: int = 0
+    # The playlist shape every edge serving the channel renders (written into the channel record; 0 / -1 = unset)
+    window: int = 0  # hls.window
+    reconnect_grace: float = -1.0  # hls.reconnect_grace_seconds
 
     def to_arg(self) -> str:
         return json.dumps(asdict(self))
@@ -148,8 +151,13 @@ class Pipeline:
         # playlist drops EXT-X-INDEPENDENT-SEGMENTS from then until a new publisher session.
         same_session = before.get("session") == spec.session  # a restarted worker keeps what it found
         self._independent = before.get("independent", True) is not False if same_session else True
+        shape: dict[str, Any] = {}  # relayed with the record: every edge renders the ingest edge's playlists
+        if spec.window > 0:
+            shape["window"] = spec.window
+        if spec.reconnect_grace >= 0:
+            shape["reconnect_grace"] = spec.reconnect_grace
         store.update_channel(spec.channel, live=True, session=spec.session, started=time.time(),
-                             target_duration=self.target_duration, independent=self._independent)
+                             target_duration=self.target_duration, independent=self._independent, **shape)
 
     def push(self, pkt: MediaPacket) -> None:
         self.renditions.push(pkt)

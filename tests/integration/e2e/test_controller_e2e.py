@@ -158,7 +158,8 @@ class Edge:
                     "--http", f"127.0.0.1:{self.http}"]
         else:
             head = [sys.executable, "-m", "edged", "run", "--config", str(self.config), "--data-dir", str(self.data),
-                    "--rtmp", f"127.0.0.1:{self.rtmp}", "--http", f"127.0.0.1:{self.http}", "--no-srt"]
+                    "--rtmp", f"127.0.0.1:{self.rtmp}", "--http", f"127.0.0.1:{self.http}", "--no-srt",
+                    "--relay", f"127.0.0.1:{free_port()}"]
         return [*head, "--origin", origin, "--enroll-token", token]
 
     def start(self, origin: str, token: str) -> subprocess.Popen[bytes]:
