@@ -72,6 +72,8 @@ class RelayBook:
         self._sent: dict[str, dict[str, edge_pb2.RelayRoute]] = {}  # node → channel → route last pushed
         self._scheduled: asyncio.TimerHandle | None = None
         self._pending_reason = ""
+        self._dirty: set[str] | None = set()  # channels to re-plan at the next scheduled run; None = all
+        self._pushed: dict[str, object] = {}  # channel → what its routes were last pushed from (skip if unchanged)
         registry.listeners.append(self._node_changed)
         streams.listeners.append(lambda: self.async_changed("stream"))
 
@@ -80,9 +82,13 @@ class RelayBook:
     def _node_changed(self, entry: NodeEntry, previous: NodeState | None) -> None:
         self.async_changed("node")
 
-    def async_changed(self, reason: str) -> None:
-        """Something planning depends on changed: re-plan soon (coalesced)."""
+    def async_changed(self, reason: str, channels: Iterable[str] | None = None) -> None:
+        """Something planning depends on changed (for `channels`, or all): re-plan soon (coalesced)."""
         self._pending_reason = self._pending_reason or reason
+        if channels is None or self._dirty is None:
+            self._dirty = None
+        else:
+            self._dirty.update(channels)
         if self._scheduled is not None:
             return
         try:
@@ -94,21 +100,23 @@ class RelayBook:
     def _scheduled_replan(self) -> None:
         self._scheduled = None
         reason, self._pending_reason = self._pending_reason or "change", ""
+        dirty, self._dirty = self._dirty, set()
         try:
-            self.replan_all(reason)
+            self.replan_all(reason, dirty)
         except Exception:  # keep the previous trees
             log.exception("relay re-plan failed")
 
     def async_report(self, node_id: str, report: Report) -> None:
         """The channels a node says it relays (cheap when nothing changed)."""
         now = {r.channel: (r.role, r.parent_node_id, r.children) for r in report.relaying}
-        if now == self._reported.get(node_id, {}):
+        before = self._reported.get(node_id, {})
+        if now == before:
             return
         if now:
             self._reported[node_id] = now
         else:
             self._reported.pop(node_id, None)
-        self.async_changed("report")
+        self.async_changed("report", {ch for ch in now.keys() | before.keys() if now.get(ch) != before.get(ch)})
 
     def async_session_opened(self, node_id: str, session: Session) -> None:
         """After the node's Welcome (and key table): its whole map, queued in its outbox."""
@@ -213,8 +221,14 @@ class RelayBook:
                 log.warning("channel=%s cannot be relayed: %s", channel, tree.problem)
         return tree
 
-    def replan_all(self, reason: str = "change") -> None:
+    def replan_all(self, reason: str = "change", channels: set[str] | None = None) -> None:
+        """Re-plan every live channel (or only `channels`, when nothing else changed) and push what changed."""
         nodes = self._nodes()
+        if channels is not None:
+            for ch in sorted(channels):
+                self._replan(ch, reason, nodes)
+            self._push(channels, nodes)
+            return
         live = {r.channel for r in self.streams.live()}
         for ch in list(self.trees):
             if ch not in live:
@@ -262,8 +276,16 @@ class RelayBook:
         todo = sorted(self.trees) if channels is None else sorted(channels)
         updates: dict[str, list[edge_pb2.RelayRoute]] = {}
         removed: dict[str, list[str]] = {}
+        fleet = hash((tuple(sorted(nodes.items())), tuple(ids)))
         for ch in todo:
             tree = self.trees.get(ch)
+            sig = (fleet, tuple(sorted(tree.parents.items())), tree.push_to, tree.recruited) if tree else None
+            if sig is not None and self._pushed.get(ch) == sig:
+                continue  # the same tree over the same fleet: every edge has its route already
+            if sig is None:
+                self._pushed.pop(ch, None)
+            else:
+                self._pushed[ch] = sig
             hinted = hints(tree, nodes, ids, max_children=self.policy.max_children,
                            max_depth=self.policy.max_depth) if tree is not None else {}
             for e in connected:
@@ -277,6 +299,8 @@ class RelayBook:
                     sent[ch] = route
                     updates.setdefault(e.id, []).append(route)
         if channels is None:  # channels that ended: drop them everywhere
+            for ch in [c for c in self._pushed if c not in self.trees]:
+                del self._pushed[ch]
             for e in connected:
                 sent = self._sent[e.id]
                 for ch in [c for c in sent if c not in self.trees]:

@@ -108,6 +108,9 @@ class _Builder:
         self.count: dict[str, int] = {}
         self.recruited: set[str] = set()
         self.push_to = ""
+        self._serving: set[str] = {ingest.id}  # members that may have children: the root and relay nodes
+        # relay nodes in rendezvous order for this channel (recruits are taken from here)
+        self._relay_order = sorted((n.id for n in nodes.values() if n.can_relay), key=lambda n: _hash(channel, n))
 
     # --- the tree as built so far ------------------------------------------------------------------
 
@@ -120,6 +123,16 @@ class _Builder:
         self.reasons[child] = reason
         self.depth[child] = self.depth[parent] + 1
         self.count[parent] = self.count.get(parent, 0) + 1
+        n = self.nodes.get(child)
+        if child == self.push_to or (n is not None and n.can_relay):
+            self._serving.add(child)
+
+    def detach(self, child: str) -> None:
+        parent = self.parents.pop(child)
+        self.reasons.pop(child, None)
+        self.depth.pop(child, None)
+        self.count[parent] -= 1
+        self._serving.discard(child)
 
     def _descends_from(self, node: str, ancestor: str) -> bool:
         cur: str | None = node
@@ -146,14 +159,13 @@ class _Builder:
 
     def servers(self) -> list[str]:
         """Members that may serve children, best first: shallowest, least loaded, then by id."""
-        out = [n for n in self.depth if n == self.root() or (n in self.nodes and self.nodes[n].can_relay)]
-        return sorted(out, key=lambda n: (n != self.root(), self.depth[n], self.count.get(n, 0), n))
+        root = self.root()
+        out = [n for n in self._serving if n in self.depth and (n == root or self.nodes[n].can_relay)]
+        return sorted(out, key=lambda n: (n != root, self.depth[n], self.count.get(n, 0), n))
 
     def recruits(self, channel: str, child: str, excluded: frozenset[str]) -> list[str]:
         """Relay nodes not in the tree yet, in rendezvous order for this channel."""
-        out = [n.id for n in self.nodes.values()
-               if n.can_relay and n.id not in self.depth and n.id != child and n.id not in excluded]
-        return sorted(out, key=lambda n: _hash(channel, n))
+        return [n for n in self._relay_order if n not in self.depth and n != child and n not in excluded]
 
     # --- placing one child -------------------------------------------------------------------------
 
@@ -218,6 +230,7 @@ def plan(channel: str, ingest_id: str, nodes: Mapping[str, TreeNode], wanted: It
         b.parents[b.push_to] = ingest_id
         b.reasons[b.push_to] = "the ingest edge cannot be dialled: it pushes the channel up to this relay node"
         b.depth[b.push_to] = 1
+        b._serving.add(b.push_to)
     want = {w for w in wanted if w != ingest_id and w != b.push_to and w in nodes and nodes[w].eligible}
     # previous members first (parents before their children), so they keep their places; relays recruited
     # before stay while someone is below them
@@ -244,34 +257,52 @@ def plan(channel: str, ingest_id: str, nodes: Mapping[str, TreeNode], wanted: It
             break
         for r in idle:
             b.recruited.discard(r)
-            parent = b.parents.pop(r)
-            b.reasons.pop(r, None)
-            b.depth.pop(r, None)
-            b.count[parent] -= 1
+            b.detach(r)
     return Tree(channel, ingest_id, b.parents, b.reasons, b.push_to, frozenset(b.recruited))
 
 
+HINT_SLOTS = 32  # next places in the tree simulated per channel; nodes outside the tree spread over them
+
+
 def hints(tree: Tree, nodes: Mapping[str, TreeNode], askers: Iterable[str], *,
-          max_children: int = DEFAULT_MAX_CHILDREN, max_depth: int = MAX_DEPTH) -> dict[str, tuple[str, ...]]:
-    """For nodes outside the tree: the chain (ingest edge … parent) each would get if they all asked now, one
-    after the other in id order (so hints spread over the relays as real requests would). The tree itself is
-    not changed; a node that nothing could serve gets no entry."""
+          max_children: int = DEFAULT_MAX_CHILDREN, max_depth: int = MAX_DEPTH,
+          slots: int = HINT_SLOTS) -> dict[str, tuple[str, ...]]:
+    """For nodes outside the tree: the chain (ingest edge … parent) each would get if it asked now. The next
+    `slots` places a child would take are simulated once (as if that many asked, one after the other), and
+    each node gets one of them by rendezvous hashing, so hints spread over the relays as requests would
+    (cost O(slots) per channel, whatever the fleet's size). The tree itself is not changed; a node that
+    nothing could serve gets no entry."""
     ingest = nodes.get(tree.ingest)
     if ingest is None or tree.problem:
         return {}
     b = _Builder(tree.channel, ingest, nodes, max(1, max_children), max(1, min(max_depth, MAX_DEPTH)))
     b.push_to = tree.push_to
+    if tree.push_to:
+        b._serving.add(tree.push_to)
     for n in sorted(tree.parents, key=lambda n: (tree.depth(n), n)):
         p = tree.parents[n]
         if p in b.depth:
             b.attach(n, p, tree.reasons.get(n, ""))
     b.recruited = set(tree.recruited)
+    chains: list[tuple[str, ...]] = []
+    for i in range(max(1, slots)):
+        pseudo = f"\0slot-{i}"  # never a node ID
+        if not b.place(pseudo, frozenset()):
+            break
+        chains.append(_chain(b.parents, pseudo))
+    if not chains:
+        return {}
     out: dict[str, tuple[str, ...]] = {}
-    for n in sorted(set(askers) - tree.members()):
-        if n not in nodes or not nodes[n].eligible:
+    members = tree.members()
+    for n in askers:
+        if n in members or n not in nodes or not nodes[n].eligible:
             continue
-        if b.place(n, frozenset()):
-            out[n] = _chain(b.parents, n)
+        start = int.from_bytes(_hash(tree.channel, n)[:4], "big") % len(chains)
+        for k in range(len(chains)):
+            chain = chains[(start + k) % len(chains)]
+            if n not in chain:  # a relay node the simulation recruited cannot be its own parent
+                out[n] = chain
+                break
     return out
 
 

@@ -145,5 +145,13 @@ def test_hints_for_edges_that_do_not_carry_the_channel() -> None:
     t = plan("news", "edge-paris", nodes, VIEWERS[:5])
     before = dataclasses.replace(t, parents=dict(t.parents))
     h = hints(t, nodes, ["edge-50", "edge-51", "edge-01", "edge-lost"])
-    assert h == {"edge-50": ("edge-paris",), "edge-51": ("edge-paris",)}  # members and lost nodes get none
+    assert set(h) == {"edge-50", "edge-51"}  # members and lost nodes get none
+    for chain in h.values():  # one of the next places a child would take: the ingest edge, or a relay below it
+        assert chain[0] == "edge-paris" and len(chain) <= MAX_DEPTH and all(nodes[n].can_relay for n in chain[1:])
+    assert hints(t, nodes, ["edge-50", "edge-51", "edge-01", "edge-lost"]) == h  # deterministic
+    assert hints(t, nodes, ["edge-50", "edge-51"], slots=1) == {"edge-50": ("edge-paris",), "edge-51": ("edge-paris",)}
     assert t == before
+    # hints spread: many askers land on several places, never below themselves
+    small = plan("news", "edge-paris", nodes, VIEWERS[:2], max_children=4)
+    many = hints(small, nodes, [*VIEWERS, "relay-1", "relay-2", "relay-3"], max_children=4)
+    assert len(set(many.values())) > 1 and all(n not in c for n, c in many.items())
