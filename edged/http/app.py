@@ -34,14 +34,21 @@ CORS_ORIGIN = web.AppKey("cors_origin", str)
 
 @web.middleware
 async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    origin = request.app[CORS_ORIGIN]
     if request.method == "OPTIONS":
         resp: web.StreamResponse = web.Response(status=204)
     else:
         try:
             resp = await handler(request)
-        except web.HTTPException as exc:
-            resp = exc
+        except web.HTTPException as exc:  # raised on (returning one is deprecated), with the same headers
+            _finish(request, exc)
+            raise
+    _finish(request, resp)
+    return resp
+
+
+def _finish(request: web.Request, resp: web.StreamResponse) -> None:
+    """CORS headers and the request's metrics."""
+    origin = request.app[CORS_ORIGIN]
     resp.headers["Access-Control-Allow-Origin"] = origin
     resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
     resp.headers["Access-Control-Allow-Headers"] = "Range, Origin, Accept"
@@ -61,7 +68,6 @@ async def _cors_and_metrics(request: web.Request, handler: Handler) -> web.Strea
     else:
         result = f"{resp.status // 100}xx"
     metrics.HTTP_REQUESTS.labels(kind=kind, result=result).inc()
-    return resp
 
 
 class HttpFront:
