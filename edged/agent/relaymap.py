@@ -129,6 +129,10 @@ class ControllerDirectory:
         parent = route.parent
         if parent is not None and parent.node_id in exclude:  # an older controller that ignores `exclude`
             return self._from_map(channel, exclude)
+        if parent is not None and not parent.address:
+            # this node is the relay an unreachable ingest edge pushes the channel up to: it is not dialled
+            log.info("channel=%s: %s pushes this channel here; nothing to dial", channel, parent.node_id)
+            return None
         return parent
 
     def push_targets(self) -> dict[str, RelayPeer]:

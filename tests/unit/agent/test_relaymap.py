@@ -69,6 +69,14 @@ async def test_pushed_map_answers_through_an_outage_and_a_hung_controller() -> N
     assert d.push_targets() == {} and await d.parent_for("news") is None
 
 
+async def test_the_push_target_of_an_unreachable_ingest_edge_dials_nobody() -> None:
+    ctl = Controller()
+    ctl.routes["news"] = RelayRoute("news", (RelayPeer("nd-nat", ""),))  # the relay node it pushes up to asks
+    d = ControllerDirectory(ctl.ask)
+    assert await d.parent_for("news") is None
+    assert d.route("news") == ctl.routes["news"]
+
+
 async def test_an_unreachable_hop_is_never_dialled() -> None:
     ctl = Controller()
     ctl.down = True
