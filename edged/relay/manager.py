@@ -225,6 +225,9 @@ class RelayManager:
                     await asyncio.sleep(1.0)
                     exclude.clear()
                     continue
+                if sub.parent is not None and sub.parent.node_id != peer.node_id:
+                    self._quiet.info("parent", "relay: channel=%s now from node=%s at %s (was node=%s)", channel,
+                                     peer.node_id, peer.address, sub.parent.node_id)
                 sub.parent = peer
                 sub.switch.clear()
                 self._report(sub)

@@ -1,0 +1,228 @@
+"""Fleet distribution with real processes on 127.0.0.1: `originctl serve` (relay.max_children = 2), an ingest
+edge A, a relay node R (`[node] relay = true`) and viewer edges B and C, all `edged run --origin`; Debian ffmpeg
+publishes to A over RTMP and ffprobe decodes what a relaying edge serves.
+
+With two children per parent the controller hangs the first viewer edge below A and the second below R,
+recruited below A: one hop and two. The viewer edges' own [hls] settings differ from A's; what they serve
+must not. Every process is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import need
+from tests.integration.e2e.test_controller_e2e import Origin, Procs, wait_until
+from tests.integration.e2e.test_origin_e2e import PARIS, EdgeNode, finish, get, play
+from tests.integration.e2e.test_origin_e2e import procs as procs  # noqa: PLC0414 - the fixture, by its name
+from tests.integration.procs import ffmpeg_publish
+
+VIEWERS = 200
+_EXTINF_RE = re.compile(r"#EXTINF:([\d.]+),\n(\d+)\.ts")
+
+
+def playlist(edge: EdgeNode, path: str = "source/index.m3u8") -> bytes:
+    status, _, body = get(edge.http, f"/live/news/{path}")
+    return body if status == 200 else b""
+
+
+def listed(text: bytes) -> list[int]:
+    return [int(m.group(2)) for m in _EXTINF_RE.finditer(text.decode())]
+
+
+def metric(edge: EdgeNode, name: str, labels: str = "") -> float:
+    body = get(edge.http, "/metrics")[2].decode()
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def fleet(procs: Procs, tmp_path: Path, *, linger: float = 30.0) -> tuple[Origin, dict[str, EdgeNode], dict[str, str]]:
+    origin = Origin(procs, tmp_path)
+    # it believes X-Forwarded-For from 127.0.0.1, so the test speaks for viewers in each edge's prefix
+    origin.config.write_text(origin.config.read_text().replace(
+        "[health]", 'trusted_proxies = ["127.0.0.1/32"]\n[health]') + "[relay]\nmax_children = 2\n")
+    origin.start()
+    tokens = origin.cli("token", "create", "--count", "4").stdout.split()
+    edges = {name: EdgeNode(procs, tmp_path, f"edge-{name}", [f"10.{i}.0.0/16"], PARIS)
+             for i, name in enumerate(("a", "r", "b", "c"), start=1)}
+    edges["r"].config.write_text(edges["r"].config.read_text() + "relay = true\n")  # the [node] section is last
+    for name, e in edges.items():
+        # the viewer edges' own playlist settings differ from the ingest edge's
+        hls = "segment_seconds = 1.0\n" if name in ("a", "r") else "segment_seconds = 3.0\nwindow = 3\n"
+        e.config.write_text(e.config.read_text() + f"[hls]\n{hls}[relay]\nlinger_seconds = {linger}\n")
+        e.start(origin.address, tokens.pop())
+    ids = wait_until(lambda: all(e.node_id() for e in edges.values()) and {n: e.node_id() for n, e in edges.items()},
+                     "enrollment", procs)
+    wait_until(lambda: set(origin.states().values()) == {"healthy"} and len(origin.states()) == 4,
+               "four healthy edges", procs)
+    return origin, edges, ids
+
+
+def parents_of(origin: Origin) -> dict[str, str]:
+    """child node ID → parent node ID in the channel's relay tree (as `originctl relay tree -o json` shows it)."""
+    tree = origin.json("relay", "tree", "news")
+    return {m["node_id"]: m["parent_node_id"] for m in tree["members"] if m["parent_node_id"]}
+
+
+def same_playlists(a: EdgeNode, other: EdgeNode, path: str) -> bool:
+    """A snapshot where A did not change around the other edge's answer, and both are the same bytes."""
+    before, theirs, after = playlist(a, path), playlist(other, path), playlist(a, path)
+    return bool(before) and before == after == theirs
+
+
+def start_viewing(origin: Origin, procs: Procs, edges: dict[str, EdgeNode], ids: dict[str, str]) -> tuple[str, str]:
+    """/play sends a viewer in B's and in C's prefix to B and C, which do not carry the channel yet; their
+    first requests are held until their relay subscriptions are ready. → (one-hop edge, two-hop edge)."""
+    for name in ("b", "c"):
+        e = edges[name]
+        client = f"10.{3 if name == 'b' else 4}.7.7"
+        status, headers, _ = play(origin, "news", client)
+        assert status == 302 and headers["location"] == e.playlist("news"), (
+            name, headers, origin.json("route", "news", "--client-ip", client), origin.json("nodes"))
+        status, _, body = get(e.http, "/live/news/master.m3u8")
+        assert status == 200 and b"#EXT-X-STREAM-INF" in body, (name, status, body)
+    tree = wait_until(lambda: (t := parents_of(origin)) and len(t) == 3 and t, "the tree with B, C and R", procs)
+    parents = tree
+    assert parents[ids["r"]] == ids["a"], tree
+    deep = "b" if parents[ids["b"]] == ids["r"] else "c"
+    shallow = "c" if deep == "b" else "b"
+    assert parents[ids[shallow]] == ids["a"] and parents[ids[deep]] == ids["r"], tree
+    return shallow, deep
+
+
+def test_viewer_edges_serve_the_ingest_edges_stream_byte_for_byte(procs: Procs, tmp_path: Path) -> None:
+    origin, edges, ids = fleet(procs, tmp_path)
+    a = edges["a"]
+    pub = ffmpeg_publish(a.rtmp_url(origin.cli("channel", "create", "news").stdout.strip()), 60, size="320x180",
+                         rate=15)
+    try:
+        wait_until(lambda: len(listed(playlist(a))) >= 2, "two segments on A", procs)
+        shallow, deep = start_viewing(origin, procs, edges, ids)
+        route = origin.json("route", "news", "--client-ip", f"10.{3 if deep == 'b' else 4}.1.1")
+        assert route["chain"] == [ids["a"], ids["r"], ids[deep]], route
+        wait_until(lambda: len(listed(playlist(a))) >= 5, "five segments on A", procs)
+        for name in (shallow, deep):  # identical playlists: master and media, one hop and two
+            e = edges[name]
+            wait_until(lambda e=e: same_playlists(a, e, "master.m3u8"), f"{name}'s master = A's", procs)
+            wait_until(lambda e=e: same_playlists(a, e, "source/index.m3u8"), f"{name}'s playlist = A's", procs)
+        text = playlist(edges[deep]).decode()
+        assert "#EXT-X-TARGETDURATION:3\n" in text and text.count("#EXTINF") >= 5  # A's shape, not 9 s / 3
+        # segment bytes equal (sha256), and a relayed copy is marked with its Age
+        seqs = listed(playlist(edges[deep]))
+        for seq in seqs:
+            sa = get(a.http, f"/live/news/source/{seq}.ts")
+            sd = get(edges[deep].http, f"/live/news/source/{seq}.ts")
+            assert sa[0] == sd[0] == 200 and hashlib.sha256(sa[2]).digest() == hashlib.sha256(sd[2]).digest()
+            assert "age" in sd[1] and "age" not in sa[1]
+        # ffprobe decodes the two-hop edge's variant with continuous timestamps
+        joined = tmp_path / "deep.ts"
+        joined.write_bytes(b"".join(get(edges[deep].http, f"/live/news/source/{s}.ts")[2] for s in seqs))
+        out = subprocess.run([need("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries",
+                              "packet=pts_time", "-of", "csv=p=0", str(joined)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+        pts = sorted(float(x.split(",")[0]) for x in out.stdout.split())
+        assert len(pts) >= 15 * len(seqs) - 2 and max(b - a for a, b in zip(pts, pts[1:], strict=False)) < 0.2
+
+        # 200 concurrent viewers on the two-hop edge: still one subscription per hop
+        asyncio.run(_viewers(edges[deep], VIEWERS))
+        assert metric(edges[deep], "edged_relay_subscriptions", '{role="child"}') == 1
+        assert metric(edges["r"], "edged_relay_subscriptions", '{role="parent"}') == 1  # the deep edge only
+        assert metric(edges["r"], "edged_relay_subscriptions", '{role="child"}') == 1
+        assert metric(a, "edged_relay_subscriptions", '{role="parent"}') == 2  # the shallow edge and R
+        assert metric(edges[deep], "edged_http_requests_total", '{kind="segment",result="local"}') >= VIEWERS
+        # what R sent is what the deep edge received: one copy of the stream
+        sent, got = (metric(edges["r"], "edged_relay_bytes_total", '{direction="out"}'),
+                     metric(edges[deep], "edged_relay_bytes_total", '{direction="in"}'))
+        assert got > 0 and abs(sent - got) < 200_000, (sent, got)
+        assert metric(edges[deep], "edged_relay_lag_seconds_count") >= len(seqs)
+    finally:
+        pub.terminate()
+        finish(pub, 10)
+    # the broadcaster stopped (a deliberate unpublish): every edge ends the playlist
+    for e in edges.values():
+        if e is not edges["r"]:
+            wait_until(lambda e=e: b"#EXT-X-ENDLIST" in playlist(e), f"{e.name}'s playlist ended", procs)
+
+
+async def _viewers(edge: EdgeNode, n: int) -> None:
+    """`n` viewers at once, each loading the master playlist, the media playlist and its last segment."""
+    base = f"http://127.0.0.1:{edge.http}/live/news"
+
+    async def viewer(session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{base}/master.m3u8") as r:
+            assert r.status == 200
+        async with session.get(f"{base}/source/index.m3u8") as r:
+            assert r.status == 200
+            last = listed(await r.read())[-1]
+        async with session.get(f"{base}/source/{last}.ts") as r:
+            assert r.status == 200 and len(await r.read()) > 0
+
+    connector = aiohttp.TCPConnector(limit=n)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as s:
+        await asyncio.gather(*(viewer(s) for _ in range(n)))
+
+
+class Poller(threading.Thread):
+    """A viewer polling an edge's media playlist: every sequence number it saw listed, and in which order."""
+
+    def __init__(self, edge: EdgeNode) -> None:
+        super().__init__(daemon=True)
+        self.edge = edge
+        self.seen: list[int] = []
+        self.media_sequences: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                text = playlist(self.edge)
+            except OSError:
+                text = b""
+            if m := re.search(rb"#EXT-X-MEDIA-SEQUENCE:(\d+)", text):
+                self.media_sequences.append(int(m.group(1)))
+            self.seen += [s for s in listed(text) if not self.seen or s > self.seen[-1]]
+            time.sleep(0.25)
+
+
+def test_a_relay_node_killed_mid_stream_and_the_linger(procs: Procs, tmp_path: Path) -> None:
+    origin, edges, ids = fleet(procs, tmp_path, linger=3.0)
+    a = edges["a"]
+    pub = ffmpeg_publish(a.rtmp_url(origin.cli("channel", "create", "news").stdout.strip()), 60, size="320x180",
+                         rate=15)
+    try:
+        wait_until(lambda: len(listed(playlist(a))) >= 2, "two segments on A", procs)
+        shallow, deep = start_viewing(origin, procs, edges, ids)
+        poller = Poller(edges[deep])
+        poller.start()
+        wait_until(lambda: len(poller.seen) >= 3, "the viewer of the deep edge playing", procs)
+        procs.signal("edge-r", 9)  # kill -9 of the relay node mid-stream
+        killed_at = poller.seen[-1]
+        wait_until(lambda: poller.seen[-1] >= killed_at + 4, "segments after the relay node died", procs, within=30)
+        poller.stop.set()
+        poller.join(5)
+        # every number exactly once, in order, across the re-parenting
+        assert poller.seen == list(range(poller.seen[0], poller.seen[-1] + 1)), poller.seen
+        assert poller.media_sequences == sorted(poller.media_sequences)
+        assert metric(edges[deep], "edged_relay_reparent_total", '{reason="error"}') + metric(
+            edges[deep], "edged_relay_reparent_total", '{reason="stall"}') >= 1
+        assert metric(edges[deep], "edged_relay_resume_total", '{result="resumed"}') >= 1
+        assert parents_of(origin).get(ids[deep]) == ids["a"]
+        # nobody asks the shallow edge or the deep one for the channel any more: both drop their subscriptions
+        for name in (shallow, deep):
+            wait_until(lambda name=name: metric(edges[name], "edged_relay_subscriptions", '{role="child"}') == 0,
+                       f"{name}'s subscription to linger out", procs, within=20)
+        wait_until(lambda: metric(a, "edged_relay_subscriptions", '{role="parent"}') == 0,
+                   "A without children", procs)
+    finally:
+        pub.terminate()
+        finish(pub, 10)
+
