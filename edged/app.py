@@ -262,7 +262,13 @@ class EdgeApp:
     # --- fleet distribution (the relay) ----------------------------------------------------------------
 
     def _is_local(self, channel: str) -> bool:
+        """A publisher is here (the pusher uses this)."""
         return self.hub.get(channel) is not None
+
+    def _is_here(self, channel: str) -> bool:
+        """The channel's records originate here or arrive by themselves: a publisher, or an ingest edge
+        that cannot be dialled pushes it here."""
+        return self._is_local(channel) or (self.relay_server is not None and self.relay_server.pushed(channel))
 
     def _relay_client(self) -> Any:
         if self._fleet is None:
@@ -287,7 +293,7 @@ class EdgeApp:
         directory = self.agent.relay_directory
         self.relay_manager = RelayManager(
             self.cfg.relay, self.store, self.bus, self._relay_writer, directory, self._relay_client,
-            node_id=self._node_id, is_local=self._is_local,
+            node_id=self._node_id, is_local=self._is_here,
             children=lambda ch: self.relay_server.children(ch) if self.relay_server is not None else 0)
         await self._start(self.relay_manager)
         self.relay_pusher = Pusher(self.cfg.relay, self.store, self.bus, directory, self._relay_client,
@@ -340,7 +346,7 @@ class EdgeApp:
         self._started.append(server)
 
     def _relay_has(self, channel: str) -> bool:
-        return self._is_local(channel) or (self.relay_manager is not None and self.relay_manager.active(channel))
+        return self._is_here(channel) or (self.relay_manager is not None and self.relay_manager.active(channel))
 
     async def _relay_ensure(self, channel: str, path: tuple[str, ...]) -> bool:
         from edged.relay.gate import Availability

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from edged.relay.client import ChannelNotFound, RelayClient, RelayFailure
 from edged.relay.commits import CommitBus
 from edged.relay.feed import Feed
 from edged.relay.gate import Availability
-from edged.relay.records import Position, Record, RecordError, Resync
+from edged.relay.records import ChannelRecord, Position, Record, RecordError, Resync, StreamEnd
 from edged.relay.storeio import StoreWriter
 from edged.store.segments import SegmentStore
 
@@ -411,8 +411,17 @@ class Pusher:
             with contextlib.suppress(Exception):
                 self.directory.report_relaying(channel, "", "", 0)
 
-    def _source(self, channel: str) -> Callable[[dict[str, Position]], Any]:
-        def records(pos: dict[str, Position]) -> Any:
-            return Feed(self.store, self.bus, channel, pos, window=self.window, keepalive=self.cfg.keepalive_seconds,
-                        max_backlog=self.cfg.max_backlog_segments).records()
+    def _source(self, channel: str) -> Callable[[dict[str, Position]], AsyncIterator[Record]]:
+        async def records(pos: dict[str, Position]) -> AsyncIterator[Record]:
+            """The channel's feed from the relay node's positions, until the stream's end has gone up (a
+            publisher that comes back starts the next push)."""
+            feed = Feed(self.store, self.bus, channel, pos, window=self.window, keepalive=self.cfg.keepalive_seconds,
+                        max_backlog=self.cfg.max_backlog_segments)
+            ended = False
+            async for rec in feed.records():
+                yield rec
+                if isinstance(rec, StreamEnd):
+                    ended = True
+                elif ended and isinstance(rec, ChannelRecord):
+                    return  # the record after the end: the relay node has the ended state
         return records

@@ -14,7 +14,7 @@ from edged.agent.enroll import new_key_and_csr
 from edged.config import RelayConfig
 from edged.relay.client import RelayClient
 from edged.relay.commits import CommitBus
-from edged.relay.manager import RelayManager
+from edged.relay.manager import Pusher, RelayManager
 from edged.relay.server import RelayServer
 from edged.relay.storeio import StoreWriter
 from edged.relay.tls import FleetIdentity
@@ -41,6 +41,7 @@ class StaticDirectory:
 
     def __init__(self, parents: dict[str, list[Peer]] | None = None) -> None:
         self.parents = parents or {}
+        self.pushes: dict[str, Peer] = {}  # channels ingested here that go up to a relay node
         self.asked: list[tuple[str, tuple[str, ...]]] = []
         self.reported: dict[str, tuple[str, str, int]] = {}
         self.listeners: list[Callable[[], None]] = []
@@ -52,7 +53,7 @@ class StaticDirectory:
         return fresh[0] if fresh else (choices[0] if choices else None)
 
     def push_targets(self) -> dict[str, Any]:
-        return {}
+        return dict(self.pushes)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         self.listeners.append(callback)
@@ -79,10 +80,16 @@ class Node:
         self.live: set[str] = set()  # channels "published" here
         self.directory = directory or StaticDirectory()
         self.manager = RelayManager(cfg, self.store, self.bus, self.writer, self.directory, self.client,
-                                    node_id=lambda: node_id, is_local=lambda ch: ch in self.live,
+                                    node_id=lambda: node_id, is_local=self.here,
                                     children=lambda ch: self.server.children(ch) if self.server else 0)
+        self.pusher = Pusher(cfg, self.store, self.bus, self.directory, self.client, window=window,
+                             is_local=lambda ch: ch in self.live, node_id=lambda: node_id)
         self.server: RelayServer | None = None
         self.port = 0
+
+    def here(self, channel: str) -> bool:
+        """Published here, or pushed here by an ingest edge that cannot be dialled (as edged/app.py says)."""
+        return channel in self.live or (self.server is not None and self.server.pushed(channel))
 
     def client(self) -> RelayClient:
         return RelayClient(self.ident, max_record_bytes=self.cfg.max_record_bytes, stall_timeout=self.cfg.stall_timeout)
@@ -97,13 +104,14 @@ class Node:
 
     async def start(self, port: int = 0) -> Node:
         await self.manager.start()
+        await self.pusher.start()
         await self.serve(port)
         return self
 
     async def serve(self, port: int = 0) -> None:
         cfg = dataclasses.replace(self.cfg, listen=f"127.0.0.1:{port or self.port}")
         self.server = RelayServer(cfg, self.store, self.bus, self.ident, window=self.window,
-                                  has_channel=lambda ch: ch in self.live or self.manager.active(ch),
+                                  has_channel=lambda ch: self.here(ch) or self.manager.active(ch),
                                   ensure=self._ensure, writer=self.writer,
                                   on_children=self.manager.children_changed)
         await self.server.start()
@@ -120,6 +128,7 @@ class Node:
 
     async def stop(self) -> None:
         await self.stop_server()
+        await self.pusher.stop()
         await self.manager.stop()
         self.writer.close()
         self.store.close()

@@ -294,3 +294,27 @@ async def test_a_child_that_stops_reading_is_dropped_and_others_go_on(nodes: Cal
         "edged_relay_children_dropped_total", reason="slow")
     assert total == dropped + 1
     await until(lambda: b.seqs() == list(range(40)), 10, "every segment at the child that reads")
+
+
+async def test_an_ingest_edge_nobody_can_dial_pushes_up_to_a_relay_node(nodes: Callable[..., Node]) -> None:
+    r = await nodes("relay-1").start()
+    directory = StaticDirectory()
+    directory.pushes[CHANNEL] = r.peer
+    a = await nodes("edge-a", directory=directory).start()
+    await a.stop_server()  # nobody can dial it
+    a.publish()
+    for seq in range(3):
+        a.commit(seq)
+    a.pusher.reconcile()  # edged/app.py calls it on every stream start and relay map change
+    await until(lambda: r.seqs() == [0, 1, 2] and r.server is not None and r.server.pushed(CHANNEL), 5,
+                "the pushed segments at the relay node")
+    assert directory.reported[CHANNEL] == ("push", "relay-1", 0)
+    b = await nodes("edge-b", directory=StaticDirectory({CHANNEL: [r.peer]})).start()
+    assert await b.manager.request(CHANNEL) is Availability.WAITED  # served below the relay node
+    assert await r.manager.request(CHANNEL) is Availability.LOCAL  # the relay node asks nobody for it
+    a.commit(3)
+    await until(lambda: b.seqs() == [0, 1, 2, 3], 5, "a live segment, pushed then relayed")
+    a.end()
+    await until(lambda: (b.store.channel(CHANNEL) or {}).get("live") is False, 5, "the end below the relay node")
+    await until(lambda: CHANNEL not in directory.reported and r.server is not None and not r.server.pushed(CHANNEL),
+                5, "the push to end with the stream")
