@@ -226,3 +226,37 @@ def test_a_relay_node_killed_mid_stream_and_the_linger(procs: Procs, tmp_path: P
         pub.terminate()
         finish(pub, 10)
 
+
+
+def test_a_broadcaster_moving_to_another_ingest_edge_continues_on_a_relaying_edge(procs: Procs,
+                                                                                   tmp_path: Path) -> None:
+    origin, edges, ids = fleet(procs, tmp_path)
+    a, b, c = edges["a"], edges["b"], edges["c"]
+    key = origin.cli("channel", "create", "news").stdout.strip()
+    pub = ffmpeg_publish(a.rtmp_url(key), 60, size="320x180", rate=15)
+    poller = Poller(b)
+    try:
+        wait_until(lambda: len(listed(playlist(a))) >= 2, "two segments on A", procs)
+        status, _, _ = get(b.http, "/live/news/master.m3u8")  # B relays it from A
+        assert status == 200
+        poller.start()
+        wait_until(lambda: len(poller.seen) >= 3, "the viewer of B playing", procs)
+        pub.kill()  # the broadcaster is lost (no unpublish): A keeps the playlist open for the reconnect grace
+        finish(pub, 10)
+        pub = ffmpeg_publish(c.rtmp_url(key), 60, size="320x180", rate=15)  # ... and comes back on C
+        last_on_a = poller.seen[-1]
+        wait_until(lambda: poller.seen[-1] >= last_on_a + 4, "segments from C on B", procs, within=40)
+        poller.stop.set()
+        poller.join(5)
+        assert poller.seen == list(range(poller.seen[0], poller.seen[-1] + 1)), poller.seen  # the numbering goes on
+        assert parents_of(origin).get(ids["b"]) == ids["c"]
+        # B serves C's playlist: never ended, the cut marked where C's numbers begin
+        wait_until(lambda: same_playlists(c, b, "source/index.m3u8"), "B's playlist = C's", procs)
+        text = playlist(b).decode()
+        assert "#EXT-X-ENDLIST" not in text and "#EXT-X-DISCONTINUITY\n" in text, text
+        first_on_c = int(text.split("#EXT-X-DISCONTINUITY\n", 1)[1].split(".ts", 1)[0].rsplit("\n", 1)[-1])
+        assert first_on_c > last_on_a, (first_on_c, last_on_a, text)  # and no number is missing (above)
+    finally:
+        poller.stop.set()
+        pub.terminate()
+        finish(pub, 10)
