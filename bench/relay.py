@@ -136,7 +136,8 @@ class Fleet:
         e = {"http": free_port(), "rtmp": free_port(), "relay": free_port(), "data": self.work / name}
         cfg = self.work / f"{name}.toml"
         cfg.write_text(f'[origin]\nheartbeat_seconds = 0.5\n[node]\nname = "{name}"\nadvertise = false\n'
-                       f"relay = {'true' if relay else 'false'}\n[hls]\nsegment_seconds = {self.segment_seconds}\n")
+                       f"relay = {'true' if relay else 'false'}\n[hls]\nsegment_seconds = {self.segment_seconds}\n"
+                       "[store]\nretention_segments = 100000\n")  # every segment of the run stays for the figures
         self.edges[name] = e
         self.start(name, [sys.executable, "-m", "edged", "run", "--config", str(cfg), "--data-dir", str(e["data"]),
                           "--rtmp", f"127.0.0.1:{e['rtmp']}", "--http", f"127.0.0.1:{e['http']}",

@@ -140,6 +140,10 @@ class RelayClient:
                         write.cancel()
                         raise ParentStalled(f"{address}: a record took over {self.stall_timeout:g}s")
                     write.result()
+                # the source ended (the stream's end went up): let the relay node read all of it, then hang up
+                await call.done_writing()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader), self.stall_timeout)
             except grpc.aio.AioRpcError as exc:
                 raise _failure(exc, address) from None
             finally:

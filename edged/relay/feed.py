@@ -12,6 +12,7 @@ holds no records of its own: a slow reader only falls behind in the store, and o
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from edged.relay import storeio
@@ -103,10 +104,15 @@ class Feed:
                 if len(batch) < REPLAY_BATCH:
                     break
         yield Keepalive()  # caught up
+        sent_at = time.monotonic()
         while True:
-            if not await waiter.wait(self.keepalive):
+            woke = await waiter.wait(max(0.0, sent_at + self.keepalive - time.monotonic()))
+            if not woke or time.monotonic() - sent_at >= self.keepalive:
+                # idle, or woken often with nothing to send: the child must hear something at least this often
                 yield Keepalive()
-                continue
+                sent_at = time.monotonic()
+                if not woke:
+                    continue
             segments, dirty = waiter.take()
             if dirty:
                 now = storeio.channel_record(self.store, self.channel)
@@ -117,6 +123,7 @@ class Feed:
                         yield StreamEnd(now.ended or 0.0, now.ended_deliberately)
                     yield now
                     sent = now
+                    sent_at = time.monotonic()
             for rendition, first in sorted(segments.items()):
                 self._next.setdefault(rendition, first)
                 newest = self.store.recent(self.channel, rendition, 1)
@@ -126,6 +133,7 @@ class Feed:
                 while batch := self._segments(rendition, REPLAY_BATCH):
                     for rec in batch:
                         yield rec
+                    sent_at = time.monotonic()
                     self._advance(batch)
                     if len(batch) < REPLAY_BATCH:
                         break

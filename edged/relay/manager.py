@@ -50,6 +50,10 @@ NEGATIVE_TTL = 2.0  # s a channel found live nowhere is answered 404 without ask
 NEGATIVE_MAX = 4096  # such channels remembered at most (the table is cleared past it)
 EXCLUDE_RECENT = 3  # parents that just failed, passed to parent_for
 RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)  # s before the 1st, 2nd... retry after consecutive failures
+# New subscriptions (each asks the controller for a parent): a viewer requesting made-up channel names must
+# not turn into a controller call per request; past the burst, requests for channels not here get 503
+NEW_PER_SECOND = 20.0
+NEW_BURST = 40.0
 STABLE_AFTER = 10.0  # s a stream must have lasted for the retry delays to start over
 PLAN_CHECK_DEADLINE = 2.0  # s for one re-plan check of a running subscription
 
@@ -105,6 +109,16 @@ class RelayManager:
         self._checks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._quiet = QuietLog(log)
+        self._tokens = NEW_BURST
+        self._refilled = time.monotonic()
+
+    def _admit_new(self, now: float) -> bool:
+        self._tokens = min(NEW_BURST, self._tokens + (now - self._refilled) * NEW_PER_SECOND)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -167,6 +181,10 @@ class RelayManager:
             if self._stopping or len(self._subs) >= self.cfg.max_subscriptions:
                 self._quiet.warning("max_subscriptions", "relay: channel=%s not subscribed: %d subscriptions open "
                                     "(relay.max_subscriptions)", channel, len(self._subs))
+                return Availability.UNAVAILABLE
+            if not self._admit_new(now):
+                self._quiet.warning("new_rate", "relay: channel=%s not subscribed: over %g new subscriptions per "
+                                    "second", channel, NEW_PER_SECOND)
                 return Availability.UNAVAILABLE
             sub = self._subscribe(channel, path)
         with contextlib.suppress(TimeoutError):

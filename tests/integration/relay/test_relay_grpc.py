@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edged.config import RelayConfig
-from edged.relay import records
+from edged.relay import manager, records
 from edged.relay.client import ChannelNotFound, ParentLost, ParentRefused, RelayClient
 from edged.relay.feed import Feed
 from edged.relay.gate import Availability
@@ -318,3 +318,16 @@ async def test_an_ingest_edge_nobody_can_dial_pushes_up_to_a_relay_node(nodes: C
     await until(lambda: (b.store.channel(CHANNEL) or {}).get("live") is False, 5, "the end below the relay node")
     await until(lambda: CHANNEL not in directory.reported and r.server is not None and not r.server.pushed(CHANNEL),
                 5, "the push to end with the stream")
+
+
+async def test_made_up_channel_names_do_not_become_a_controller_call_each(nodes: Callable[..., Node]) -> None:
+    b = await nodes("edge-b").start()  # its directory names no parent for anything
+    began = time.monotonic()
+    got = [await b.manager.request(f"made-up-{i}") for i in range(200)]
+    elapsed = time.monotonic() - began
+    assert set(got) == {Availability.ABSENT, Availability.UNAVAILABLE} and Availability.UNAVAILABLE in got
+    # the controller was asked at most a burst's worth plus the refill over the time it took
+    assert len(b.directory.asked) <= manager.NEW_BURST + manager.NEW_PER_SECOND * elapsed + 1
+    assert got.count(Availability.ABSENT) == len(b.directory.asked)
+    assert await b.manager.request("made-up-0") is Availability.ABSENT  # remembered: not asked again
+    assert len(b.directory.asked) == got.count(Availability.ABSENT)
