@@ -94,10 +94,17 @@ class RelayServer(relay_pb2_grpc.RelayServiceServicer):
             ("grpc.http2.min_ping_interval_without_data_ms", 500),
         ])
         relay_pb2_grpc.add_RelayServiceServicer_to_server(self, server)
-        bound = server.add_secure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-                                       server_credentials(self.identity))
+        try:
+            bound = server.add_secure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                                           server_credentials(self.identity))
+        except RuntimeError as exc:  # grpc says "Failed to bind" this way
+            bound = 0
+            why = str(exc).split(";", 1)[0]
+        else:
+            why = "the address is in use or not local"
         if not bound:
-            raise OSError(f"cannot listen for the relay on {self.cfg.listen}")
+            await server.stop(None)
+            raise OSError(f"cannot listen for the relay on {self.cfg.listen}: {why}")
         await server.start()
         self._server = server
         self.port = bound

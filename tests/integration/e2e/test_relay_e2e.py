@@ -38,6 +38,21 @@ def listed(text: bytes) -> list[int]:
     return [int(m.group(2)) for m in _EXTINF_RE.finditer(text.decode())]
 
 
+def entries(text: bytes) -> dict[int, str]:
+    """sequence number → the lines that describe it in a media playlist (discontinuity, date, duration, URI)."""
+    out: dict[int, str] = {}
+    body = text.decode().split("#EXT-X-MEDIA-SEQUENCE:", 1)[-1].split("\n", 1)[-1]
+    block: list[str] = []
+    for line in body.splitlines():
+        if line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE"):
+            continue
+        block.append(line)
+        if line.endswith(".ts"):
+            out[int(line[:-3])] = "\n".join(block)
+            block = []
+    return out
+
+
 def metric(edge: EdgeNode, name: str, labels: str = "") -> float:
     body = get(edge.http, "/metrics")[2].decode()
     m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", body, re.M)
@@ -115,6 +130,15 @@ def test_viewer_edges_serve_the_ingest_edges_stream_byte_for_byte(procs: Procs, 
             wait_until(lambda e=e: same_playlists(a, e, "source/index.m3u8"), f"{name}'s playlist = A's", procs)
         text = playlist(edges[deep]).decode()
         assert "#EXT-X-TARGETDURATION:3\n" in text and text.count("#EXTINF") >= 5  # A's shape, not 9 s / 3
+        # for a while: every segment either edge lists is described the same way as at A (date, duration, cut)
+        seen: dict[str, dict[int, str]] = {"a": {}, shallow: {}, deep: {}}
+        until = time.monotonic() + 10
+        while time.monotonic() < until:
+            for name in seen:
+                seen[name].update(entries(playlist(edges[name])))
+            time.sleep(0.2)
+        for name in (shallow, deep):
+            assert seen[name] and all(seen["a"][seq] == entry for seq, entry in seen[name].items()), name
         # segment bytes equal (sha256), and a relayed copy is marked with its Age
         seqs = listed(playlist(edges[deep]))
         for seq in seqs:

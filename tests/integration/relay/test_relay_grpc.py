@@ -331,3 +331,10 @@ async def test_made_up_channel_names_do_not_become_a_controller_call_each(nodes:
     assert got.count(Availability.ABSENT) == len(b.directory.asked)
     assert await b.manager.request("made-up-0") is Availability.ABSENT  # remembered: not asked again
     assert len(b.directory.asked) == got.count(Availability.ABSENT)
+
+
+async def test_a_relay_port_in_use_is_an_error_not_a_crash(nodes: Callable[..., Node]) -> None:
+    a = await nodes("edge-a").start()
+    b = nodes("edge-b")
+    with pytest.raises(OSError, match=f"cannot listen for the relay on 127.0.0.1:{a.port}"):
+        await b.serve(a.port)  # edged/app.py logs it and runs on without a relay listener
