@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -228,9 +229,22 @@ def test_a_relay_node_killed_mid_stream_and_the_linger(procs: Procs, tmp_path: P
         poller = Poller(edges[deep])
         poller.start()
         wait_until(lambda: len(poller.seen) >= 3, "the viewer of the deep edge playing", procs)
-        procs.signal("edge-r", 9)  # kill -9 of the relay node mid-stream
-        killed_at = poller.seen[-1]
-        wait_until(lambda: poller.seen[-1] >= killed_at + 4, "segments after the relay node died", procs, within=30)
+        # the controller hangs: running subscriptions keep flowing
+        controller = procs.procs["originctl"]
+        controller.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: metric(edges[deep], "edged_controller_link_up") == 0, "the deep edge to count the "
+                       "controller down", procs)
+            stopped_at = poller.seen[-1]
+            wait_until(lambda: poller.seen[-1] >= stopped_at + 2, "segments through the outage", procs)
+            # ... and with the controller still out, kill -9 of the relay node mid-stream: the deep edge
+            # re-parents from the last relay map it pushed (up the chain, to A) and resumes by position
+            procs.signal("edge-r", 9)
+            killed_at = poller.seen[-1]
+            wait_until(lambda: poller.seen[-1] >= killed_at + 4, "segments after the relay node died", procs,
+                       within=30)
+        finally:
+            controller.send_signal(signal.SIGCONT)
         poller.stop.set()
         poller.join(5)
         # every number exactly once, in order, across the re-parenting
@@ -239,7 +253,7 @@ def test_a_relay_node_killed_mid_stream_and_the_linger(procs: Procs, tmp_path: P
         assert metric(edges[deep], "edged_relay_reparent_total", '{reason="error"}') + metric(
             edges[deep], "edged_relay_reparent_total", '{reason="stall"}') >= 1
         assert metric(edges[deep], "edged_relay_resume_total", '{result="resumed"}') >= 1
-        assert parents_of(origin).get(ids[deep]) == ids["a"]
+        wait_until(lambda: parents_of(origin).get(ids[deep]) == ids["a"], "the controller's tree, back", procs)
         # nobody asks the shallow edge or the deep one for the channel any more: both drop their subscriptions
         for name in (shallow, deep):
             wait_until(lambda name=name: metric(edges[name], "edged_relay_subscriptions", '{role="child"}') == 0,
