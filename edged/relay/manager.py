@@ -170,6 +170,8 @@ class RelayManager:
             return Availability.LOCAL
         now = time.monotonic()
         sub = self._subs.get(channel)
+        if sub is not None and sub.lingered:
+            sub = None  # being dropped: a new subscription takes over (the old one leaves the store alone)
         if sub is not None:
             sub.last_used = now
             if sub.ready.is_set():
@@ -269,7 +271,7 @@ class RelayManager:
             with contextlib.suppress(Exception):
                 self.directory.report_relaying(channel, "", "", 0)
             sub.settled.set()
-            if sub.lingered and not self._stopping and not self.is_local(channel):
+            if sub.lingered and not self._stopping and not self.is_local(channel) and channel not in self._subs:
                 with contextlib.suppress(Exception):
                     await self.writer.channel(channel, {"live": False, "ended": time.time(), "ended_deliberately": True})
                     self.bus.channel_changed(channel)
@@ -300,6 +302,12 @@ class RelayManager:
             self._quiet.warning("bad_record", "relay: channel=%s: bad record from node=%s: %s; re-parenting", channel,
                                 peer.node_id, exc)
             return "bad_record"
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a store or transport failure we did not foresee: this subscription retries
+            self._quiet.log("fail:unexpected", logging.ERROR, "relay: channel=%s from node=%s failed: %r; re-parenting",
+                            channel, peer.node_id, exc)
+            return "error"
         return "closed"
 
     def _count_resume(self, rec: Record, pos: dict[str, Position]) -> None:

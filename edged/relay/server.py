@@ -197,6 +197,14 @@ class RelayServer(relay_pb2_grpc.RelayServiceServicer):
             self._quiet.warning("drop:slow", "relay: dropped node=%s channel=%s: %s", child, channel, why)
             context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
             context.set_details(f"dropped: {why}")
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a store failure we did not foresee ends this one subscription, bounded in the log
+            why = f"failed: {exc!r}"
+            self._quiet.log("feed:error", logging.ERROR, "relay: subscription of node=%s to channel=%s %s", child,
+                            channel, why)
+            context.set_code(grpc.StatusCode.INTERNAL)
+            context.set_details(why[:200])
         finally:
             self._count(channel, -1)
             log.info("relay: node=%s left channel=%s (%s; position %s)", child, channel, why, feed.resume)
