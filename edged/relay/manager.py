@@ -268,8 +268,9 @@ class RelayManager:
             if self._subs.get(channel) is sub:
                 del self._subs[channel]
             metrics.SUBSCRIPTIONS.labels(role="child").dec()
-            with contextlib.suppress(Exception):
-                self.directory.report_relaying(channel, "", "", 0)
+            if channel not in self._subs:  # (a newer subscription of the channel reports for itself)
+                with contextlib.suppress(Exception):
+                    self.directory.report_relaying(channel, "", "", 0)
             sub.settled.set()
             if sub.lingered and not self._stopping and not self.is_local(channel) and channel not in self._subs:
                 with contextlib.suppress(Exception):
