@@ -1,8 +1,8 @@
 """HLS handlers: playlists rendered from store metadata, segments straight from LMDB.
 
-Playlists: EXT-X-TARGETDURATION is fixed per channel (from hls.max_segment_seconds, never below
-what the channel record says was advertised); EXT-X-ENDLIST appears once the stream ended
-deliberately, or its publisher has been gone for hls.reconnect_grace_seconds.
+Playlists: EXT-X-TARGETDURATION is fixed per channel (the channel record's, which the ingest edge's
+worker sets from its hls.max_segment_seconds and never lowers); EXT-X-ENDLIST appears once the stream
+ended deliberately, or its publisher has been gone for the channel's reconnect grace.
 
 Every edge serving a channel renders the same playlists: the window, the target duration and the
 reconnect grace come from the channel record the ingest edge wrote (relayed unchanged to every other
@@ -10,7 +10,9 @@ edge), the edge's own [hls] values only where a record has none. On an edge with
 request for a channel with no publisher here first asks the relay manager, which subscribes on the
 first request and holds it until the first playlist is ready (up to relay.start_timeout, then 503 with
 Retry-After: 1); a channel live nowhere is 404. A relayed segment carries `Age` (seconds since the
-ingest edge committed it), so a cache in front counts its freshness from there.
+ingest edge committed it), so a cache in front counts its freshness from there; a request for a
+relayed segment just past the newest held waits for it briefly (a player that switched from an edge
+that had it a moment earlier).
 
 Segments answer single byte ranges (RFC 9110 14): `bytes=A-B`, `bytes=A-`, `bytes=-N` get 206 with
 Content-Range, an unsatisfiable range 416 with `Content-Range: bytes */SIZE`; several ranges, an
@@ -178,6 +180,8 @@ class HlsHandlers:
         if payload is None:
             await self._through_gate(request, channel)  # a channel not here yet: a player's first segment
             payload = self.store.read(channel, rendition, seq)
+            if payload is None and self.gate is not None and await self.gate.segment_soon(channel, rendition, seq):
+                payload = self.store.read(channel, rendition, seq)  # listed by the edge the player came from
             if payload is None:
                 raise _not_found("segment")
         elif self.gate is not None:

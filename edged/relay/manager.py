@@ -54,6 +54,8 @@ RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)  # s before the 1st, 2nd... retry after
 # not turn into a controller call per request; past the burst, requests for channels not here get 503
 NEW_PER_SECOND = 20.0
 NEW_BURST = 40.0
+SOON_AHEAD = 2  # a segment request at most this far past the newest held waits for it (a player switching edges)
+SOON_WAIT = 1.0  # s it waits at most
 STABLE_AFTER = 10.0  # s a stream must have lasted for the retry delays to start over
 PLAN_CHECK_DEADLINE = 2.0  # s for one re-plan check of a running subscription
 
@@ -111,6 +113,8 @@ class RelayManager:
         self._quiet = QuietLog(log)
         self._tokens = NEW_BURST
         self._refilled = time.monotonic()
+        self._commits: dict[str, asyncio.Event] = {}  # channel → set at its next commit (segment_soon waiters)
+        bus.add_listener(self._committed)
 
     def _admit_new(self, now: float) -> bool:
         self._tokens = min(NEW_BURST, self._tokens + (now - self._refilled) * NEW_PER_SECOND)
@@ -151,6 +155,29 @@ class RelayManager:
         if sub is not None:
             sub.last_used = time.monotonic()
             self._report(sub)
+
+    def _committed(self, channel: str) -> None:
+        ev = self._commits.pop(channel, None)
+        if ev is not None:
+            ev.set()
+
+    async def segment_soon(self, channel: str, rendition: str, seq: int) -> bool:
+        """A player (or a CDN) that moved here from another edge may ask for a segment that edge listed a
+        moment before this one has it: for a relayed channel, a number at most SOON_AHEAD past the newest
+        held waits up to SOON_WAIT for it. Anything else is answered at once (False)."""
+        if not self.active(channel):
+            return False
+        newest = self.store.recent(channel, rendition, 1)
+        if not newest or not newest[-1].seq < seq <= newest[-1].seq + SOON_AHEAD:
+            return False
+        deadline = time.monotonic() + SOON_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            ev = self._commits.setdefault(channel, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), left)
+            if self.store.meta(channel, rendition, seq) is not None:
+                return True
+        return False
 
     def children_changed(self, channel: str) -> None:
         """This edge's relay server gained or lost a child on `channel`: a subscription it uses stays alive

@@ -108,3 +108,21 @@ async def test_not_ready_in_time_is_503_and_live_nowhere_is_404(fronts: Callable
             w.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_segment_just_past_the_newest_waits_for_it(fronts: Callable[..., object]) -> None:
+    a, url_a = await fronts("edge-a", HlsConfig(), gate=False)  # type: ignore[operator, misc]
+    a.publish()
+    for seq in range(4):
+        a.commit(seq)
+    b, url_b = await fronts("edge-b", HlsConfig(), StaticDirectory({CHANNEL: [a.peer]}))  # type: ignore[operator, misc]
+    async with aiohttp.ClientSession() as s:
+        assert (await _get(s, f"{url_b}/live/{CHANNEL}/master.m3u8"))[0] == 200
+        # a player that switched from an edge which already listed segment 4 asks for it here
+        early = asyncio.create_task(_get(s, f"{url_b}/live/{CHANNEL}/source/4.ts"))
+        await asyncio.sleep(0.3)
+        assert not early.done()
+        payload = a.commit(4)
+        status, _, body = await early
+        assert status == 200 and body == payload
+        assert (await _get(s, f"{url_b}/live/{CHANNEL}/source/9.ts"))[0] == 404  # far ahead: no wait
