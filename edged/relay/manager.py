@@ -56,6 +56,7 @@ NEW_PER_SECOND = 20.0
 NEW_BURST = 40.0
 SOON_AHEAD = 2  # a segment request at most this far past the newest held waits for it (a player switching edges)
 SOON_WAIT = 1.0  # s it waits at most
+PUSH_WAIT = 0.1  # s between looks for a channel an undialable parent is to push here
 STABLE_AFTER = 10.0  # s a stream must have lasted for the retry delays to start over
 PLAN_CHECK_DEADLINE = 2.0  # s for one re-plan check of a running subscription
 
@@ -271,6 +272,13 @@ class RelayManager:
                     await self._parentless(sub)
                     await asyncio.sleep(1.0)
                     exclude.clear()
+                    continue
+                if not peer.address:  # a parent nobody can dial: it pushes the channel here (this is its relay)
+                    if self.is_local(channel):
+                        sub.ready.set()
+                        sub.settled.set()
+                        return  # pushed here: requests find it without a subscription from now on
+                    await asyncio.sleep(PUSH_WAIT)
                     continue
                 if sub.parent is not None and sub.parent.node_id != peer.node_id:
                     self._quiet.info("parent", "relay: channel=%s now from node=%s at %s (was node=%s)", channel,

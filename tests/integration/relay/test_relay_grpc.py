@@ -297,7 +297,8 @@ async def test_a_child_that_stops_reading_is_dropped_and_others_go_on(nodes: Cal
 
 
 async def test_an_ingest_edge_nobody_can_dial_pushes_up_to_a_relay_node(nodes: Callable[..., Node]) -> None:
-    r = await nodes("relay-1").start()
+    # the controller names the relay node's parent without an address: nobody can dial it, it pushes
+    r = await nodes("relay-1", directory=StaticDirectory({CHANNEL: [Peer("edge-a", "")]})).start()
     directory = StaticDirectory()
     directory.pushes[CHANNEL] = r.peer
     a = await nodes("edge-a", directory=directory).start()
@@ -305,9 +306,13 @@ async def test_an_ingest_edge_nobody_can_dial_pushes_up_to_a_relay_node(nodes: C
     a.publish()
     for seq in range(3):
         a.commit(seq)
+    early = asyncio.create_task(r.manager.request(CHANNEL))  # a viewer on the relay node before the push
+    await asyncio.sleep(0.3)
+    assert not early.done()
     a.pusher.reconcile()  # edged/app.py calls it on every stream start and relay map change
     await until(lambda: r.seqs() == [0, 1, 2] and r.server is not None and r.server.pushed(CHANNEL), 5,
                 "the pushed segments at the relay node")
+    assert await early is Availability.WAITED
     assert directory.reported[CHANNEL] == ("push", "relay-1", 0)
     b = await nodes("edge-b", directory=StaticDirectory({CHANNEL: [r.peer]})).start()
     assert await b.manager.request(CHANNEL) is Availability.WAITED  # served below the relay node
