@@ -253,6 +253,7 @@ class RelayManager:
         channel = sub.channel
         exclude: list[str] = []
         failures = 0
+        nowhere = 0  # parent_for said "none" this many times in a row
         try:
             while not self._stopping and not sub.lingered:
                 client = self.client()
@@ -269,10 +270,13 @@ class RelayManager:
                     if not sub.ready.is_set():
                         self._mark_absent(sub)
                         return
-                    await self._parentless(sub)
+                    nowhere += 1
+                    if nowhere >= 2:  # twice, a second apart: not a moment when the tree is being re-planned
+                        await self._parentless(sub)
                     await asyncio.sleep(1.0)
                     exclude.clear()
                     continue
+                nowhere = 0
                 if not peer.address:  # a parent nobody can dial: it pushes the channel here (this is its relay)
                     if self.is_local(channel):
                         sub.ready.set()
@@ -295,8 +299,9 @@ class RelayManager:
                 if time.monotonic() - began >= STABLE_AFTER:
                     failures = 0
                 if reason != "plan":
-                    exclude.append(peer.node_id)
-                    del exclude[:-EXCLUDE_RECENT]
+                    if reason != "not_found":  # (a parent that answers is alive: it may get the channel any moment)
+                        exclude.append(peer.node_id)
+                        del exclude[:-EXCLUDE_RECENT]
                     await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
                     failures += 1
         finally:

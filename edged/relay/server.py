@@ -188,6 +188,11 @@ class RelayServer(relay_pb2_grpc.RelayServiceServicer):
                     context.set_code(grpc.StatusCode.UNAVAILABLE)
                     context.set_details(f"dropped: {why}")
                     return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the child went away in the middle of a write
+                    why = f"it hung up ({type(exc).__name__})"
+                    return
                 metrics.RECORDS.labels(direction="out").inc()
                 metrics.BYTES.labels(direction="out").inc(len(msg.header) + len(msg.payload))
             why = "the channel record is gone"

@@ -301,39 +301,57 @@ def test_a_broadcaster_moving_to_another_ingest_edge_continues_on_a_relaying_edg
 
 
 def test_an_ingest_edge_nobody_can_dial_pushes_its_channel_up(procs: Procs, tmp_path: Path) -> None:
+    """A (`reachable = false`) pushes to one of two relay nodes; B hangs below it. That relay node is killed:
+    A pushes to the other, B re-parents there, and its viewer sees every number once."""
     origin = Origin(procs, tmp_path)
     origin.config.write_text(origin.config.read_text().replace(
         "[health]", 'trusted_proxies = ["127.0.0.1/32"]\n[health]'))
     origin.start()
-    tokens = origin.cli("token", "create", "--count", "3").stdout.split()
+    tokens = origin.cli("token", "create", "--count", "4").stdout.split()
     edges = {name: EdgeNode(procs, tmp_path, f"edge-{name}", [f"10.{i}.0.0/16"], PARIS)
-             for i, name in enumerate(("a", "r", "b"), start=1)}
+             for i, name in enumerate(("a", "b", "r1", "r2"), start=1)}
     edges["a"].config.write_text(edges["a"].config.read_text() + "reachable = false\n")  # behind NAT
-    edges["r"].config.write_text(edges["r"].config.read_text() + "relay = true\n")
+    for name in ("r1", "r2"):
+        edges[name].config.write_text(edges[name].config.read_text() + "relay = true\n")
     for e in edges.values():
         e.config.write_text(e.config.read_text() + "[hls]\nsegment_seconds = 1.0\n")
         e.start(origin.address, tokens.pop())
     ids = wait_until(lambda: all(e.node_id() for e in edges.values()) and {n: e.node_id() for n, e in edges.items()},
                      "enrollment", procs)
-    wait_until(lambda: set(origin.states().values()) == {"healthy"} and len(origin.states()) == 3,
-               "three healthy edges", procs)
-    a, r, b = edges["a"], edges["r"], edges["b"]
+    wait_until(lambda: set(origin.states().values()) == {"healthy"} and len(origin.states()) == 4,
+               "four healthy edges", procs)
+    a, b = edges["a"], edges["b"]
     pub = ffmpeg_publish(a.rtmp_url(origin.cli("channel", "create", "news").stdout.strip()), 60, size="320x180",
                          rate=15)
+    poller = Poller(b)
     try:
-        # A pushes the channel up to the relay node as soon as the controller names it
+        # A pushes the channel up to a relay node as soon as the controller names one
         wait_until(lambda: metric(a, "edged_relay_subscriptions", '{role="push"}') == 1, "A pushing", procs)
-        wait_until(lambda: len(listed(playlist(r))) >= 2, "the pushed segments on R", procs)
-        assert parents_of(origin).get(ids["r"]) == ids["a"]
-        status, headers, _ = play(origin, "news", "10.3.7.7")
+        target = wait_until(lambda: next((n for n in ("r1", "r2") if parents_of(origin).get(ids[n]) == ids["a"]), ""),
+                            "the relay node A pushes to", procs)
+        r = edges[target]
+        wait_until(lambda: len(listed(playlist(r))) >= 2, "the pushed segments on the relay node", procs)
+        status, headers, _ = play(origin, "news", "10.2.7.7")
         assert status == 302 and headers["location"] == b.playlist("news")
         status, _, _ = get(b.http, "/live/news/master.m3u8")
         assert status == 200
-        assert parents_of(origin).get(ids["b"]) == ids["r"]  # below the relay node: nobody dials A
+        assert parents_of(origin).get(ids["b"]) == ids[target]  # below the relay node: nobody dials A
         wait_until(lambda: same_playlists(a, b, "source/index.m3u8"), "B's playlist = A's", procs)
         assert metric(a, "edged_relay_subscriptions", '{role="parent"}') == 0
         assert metric(r, "edged_relay_subscriptions", '{role="parent"}') == 1
+        # the relay node A pushes to dies: A pushes to the other one, B follows it
+        poller.start()
+        wait_until(lambda: len(poller.seen) >= 3, "the viewer of B playing", procs)
+        procs.signal(f"edge-{target}", 9)
+        killed_at = poller.seen[-1]
+        wait_until(lambda: poller.seen[-1] >= killed_at + 4, "segments after the relay node died", procs, within=30)
+        poller.stop.set()
+        poller.join(5)
+        assert poller.seen == list(range(poller.seen[0], poller.seen[-1] + 1)), poller.seen
+        other = "r2" if target == "r1" else "r1"
+        wait_until(lambda: parents_of(origin).get(ids["b"]) == ids[other], "B below the other relay node", procs)
     finally:
+        poller.stop.set()
         pub.terminate()
         finish(pub, 10)
     wait_until(lambda: b"#EXT-X-ENDLIST" in playlist(b), "B's playlist ended", procs)
