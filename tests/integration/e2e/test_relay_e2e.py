@@ -2,7 +2,7 @@
 edge A, a relay node R (`[node] relay = true`) and viewer edges B and C, all `edged run --origin`; Debian ffmpeg
 publishes to A over RTMP and ffprobe decodes what a relaying edge serves.
 
-With two children per parent the controller hangs the first viewer edge below A and the second below R,
+With two children per parent the controller hangs the first viewer edge below A and the next ones below R,
 recruited below A: one hop and two. The viewer edges' own [hls] settings differ from A's; what they serve
 must not. Every process is stopped by PID at the end.
 """
@@ -60,15 +60,24 @@ def metric(edge: EdgeNode, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def fleet(procs: Procs, tmp_path: Path, *, linger: float = 30.0) -> tuple[Origin, dict[str, EdgeNode], dict[str, str]]:
+NAMES = ("a", "r", "b", "c")
+
+
+def client_in(name: str) -> str:
+    """A viewer's address in the prefix of edge `name` (edges are numbered 10.1/16, 10.2/16, ... in NAMES order)."""
+    return f"10.{('a', 'r', 'b', 'c', 'd').index(name) + 1}.7.7"
+
+
+def fleet(procs: Procs, tmp_path: Path, *, linger: float = 30.0,
+          names: tuple[str, ...] = NAMES) -> tuple[Origin, dict[str, EdgeNode], dict[str, str]]:
     origin = Origin(procs, tmp_path)
     # it believes X-Forwarded-For from 127.0.0.1, so the test speaks for viewers in each edge's prefix
     origin.config.write_text(origin.config.read_text().replace(
         "[health]", 'trusted_proxies = ["127.0.0.1/32"]\n[health]') + "[relay]\nmax_children = 2\n")
     origin.start()
-    tokens = origin.cli("token", "create", "--count", "4").stdout.split()
+    tokens = origin.cli("token", "create", "--count", str(len(names))).stdout.split()
     edges = {name: EdgeNode(procs, tmp_path, f"edge-{name}", [f"10.{i}.0.0/16"], PARIS)
-             for i, name in enumerate(("a", "r", "b", "c"), start=1)}
+             for i, name in enumerate(names, start=1)}
     edges["r"].config.write_text(edges["r"].config.read_text() + "relay = true\n")  # the [node] section is last
     for name, e in edges.items():
         # the viewer edges' own playlist settings differ from the ingest edge's
@@ -77,8 +86,8 @@ def fleet(procs: Procs, tmp_path: Path, *, linger: float = 30.0) -> tuple[Origin
         e.start(origin.address, tokens.pop())
     ids = wait_until(lambda: all(e.node_id() for e in edges.values()) and {n: e.node_id() for n, e in edges.items()},
                      "enrollment", procs)
-    wait_until(lambda: set(origin.states().values()) == {"healthy"} and len(origin.states()) == 4,
-               "four healthy edges", procs)
+    wait_until(lambda: set(origin.states().values()) == {"healthy"} and len(origin.states()) == len(names),
+               "all edges healthy", procs)
     return origin, edges, ids
 
 
@@ -94,35 +103,36 @@ def same_playlists(a: EdgeNode, other: EdgeNode, path: str) -> bool:
     return bool(before) and before == after == theirs
 
 
-def start_viewing(origin: Origin, procs: Procs, edges: dict[str, EdgeNode], ids: dict[str, str]) -> tuple[str, str]:
-    """/play sends a viewer in B's and in C's prefix to B and C, which do not carry the channel yet; their
-    first requests are held until their relay subscriptions are ready. → (one-hop edge, two-hop edge)."""
-    for name in ("b", "c"):
+def start_viewing(origin: Origin, procs: Procs, edges: dict[str, EdgeNode], ids: dict[str, str],
+                  viewers: tuple[str, ...] = ("b", "c")) -> tuple[str, list[str]]:
+    """/play sends a viewer in each viewer edge's prefix there, though it does not carry the channel yet; its
+    first request is held until its relay subscription is ready. → (the one-hop edge, the two-hop edges)."""
+    for name in viewers:
         e = edges[name]
-        client = f"10.{3 if name == 'b' else 4}.7.7"
+        client = client_in(name)
         status, headers, _ = play(origin, "news", client)
         assert status == 302 and headers["location"] == e.playlist("news"), (
             name, headers, origin.json("route", "news", "--client-ip", client), origin.json("nodes"))
         status, _, body = get(e.http, "/live/news/master.m3u8")
         assert status == 200 and b"#EXT-X-STREAM-INF" in body, (name, status, body)
-    tree = wait_until(lambda: (t := parents_of(origin)) and len(t) == 3 and t, "the tree with B, C and R", procs)
-    parents = tree
-    assert parents[ids["r"]] == ids["a"], tree
-    deep = "b" if parents[ids["b"]] == ids["r"] else "c"
-    shallow = "c" if deep == "b" else "b"
-    assert parents[ids[shallow]] == ids["a"] and parents[ids[deep]] == ids["r"], tree
-    return shallow, deep
+    parents = wait_until(lambda: (t := parents_of(origin)) and len(t) == len(viewers) + 1 and t,
+                         "the tree with the viewer edges and R", procs)
+    assert parents[ids["r"]] == ids["a"], parents
+    shallow = [n for n in viewers if parents[ids[n]] == ids["a"]]
+    deep = [n for n in viewers if parents[ids[n]] == ids["r"]]
+    assert len(shallow) == 1 and len(deep) == len(viewers) - 1, parents
+    return shallow[0], deep
 
 
 def test_viewer_edges_serve_the_ingest_edges_stream_byte_for_byte(procs: Procs, tmp_path: Path) -> None:
     origin, edges, ids = fleet(procs, tmp_path)
     a = edges["a"]
-    pub = ffmpeg_publish(a.rtmp_url(origin.cli("channel", "create", "news").stdout.strip()), 60, size="320x180",
+    pub = ffmpeg_publish(a.rtmp_url(origin.cli("channel", "create", "news").stdout.strip()), 90, size="320x180",
                          rate=15)
     try:
         wait_until(lambda: len(listed(playlist(a))) >= 2, "two segments on A", procs)
-        shallow, deep = start_viewing(origin, procs, edges, ids)
-        route = origin.json("route", "news", "--client-ip", f"10.{3 if deep == 'b' else 4}.1.1")
+        shallow, (deep,) = start_viewing(origin, procs, edges, ids)
+        route = origin.json("route", "news", "--client-ip", client_in(deep))
         assert route["chain"] == [ids["a"], ids["r"], ids[deep]], route
         wait_until(lambda: len(listed(playlist(a))) >= 5, "five segments on A", procs)
         for name in (shallow, deep):  # identical playlists: master and media, one hop and two
@@ -131,15 +141,20 @@ def test_viewer_edges_serve_the_ingest_edges_stream_byte_for_byte(procs: Procs, 
             wait_until(lambda e=e: same_playlists(a, e, "source/index.m3u8"), f"{name}'s playlist = A's", procs)
         text = playlist(edges[deep]).decode()
         assert "#EXT-X-TARGETDURATION:3\n" in text and text.count("#EXTINF") >= 5  # A's shape, not 9 s / 3
-        # for a while: every segment either edge lists is described the same way as at A (date, duration, cut)
+        # for 30 s: every segment either edge lists is described the same way as at A (date, duration, cut),
+        # and each playlist A answered in between is byte for byte what the relaying edges answer
         seen: dict[str, dict[int, str]] = {"a": {}, shallow: {}, deep: {}}
-        until = time.monotonic() + 10
+        equal = {shallow: 0, deep: 0}
+        until = time.monotonic() + 30
         while time.monotonic() < until:
             for name in seen:
                 seen[name].update(entries(playlist(edges[name])))
+            for name in equal:
+                equal[name] += same_playlists(a, edges[name], "source/index.m3u8")
             time.sleep(0.2)
         for name in (shallow, deep):
             assert seen[name] and all(seen["a"][seq] == entry for seq, entry in seen[name].items()), name
+            assert len(seen[name]) >= 25 and equal[name] >= 20, (name, len(seen[name]), equal)
         # segment bytes equal (sha256), and a relayed copy is marked with its Age
         seqs = listed(playlist(edges[deep]))
         for seq in seqs:
@@ -219,51 +234,61 @@ class Poller(threading.Thread):
 
 
 def test_a_relay_node_killed_mid_stream_and_the_linger(procs: Procs, tmp_path: Path) -> None:
-    origin, edges, ids = fleet(procs, tmp_path, linger=3.0)
+    """Viewer edges B, C and D: one below A, two below R. With the controller hung, R is killed: both edges
+    below it re-parent (to A, from the last relay map) and their viewers see every number once."""
+    origin, edges, ids = fleet(procs, tmp_path, linger=3.0, names=("a", "r", "b", "c", "d"))
     a = edges["a"]
     pub = ffmpeg_publish(a.rtmp_url(origin.cli("channel", "create", "news").stdout.strip()), 60, size="320x180",
                          rate=15)
+    pollers: list[Poller] = []
     try:
         wait_until(lambda: len(listed(playlist(a))) >= 2, "two segments on A", procs)
-        shallow, deep = start_viewing(origin, procs, edges, ids)
-        poller = Poller(edges[deep])
-        poller.start()
-        wait_until(lambda: len(poller.seen) >= 3, "the viewer of the deep edge playing", procs)
+        shallow, deep = start_viewing(origin, procs, edges, ids, ("b", "c", "d"))
+        pollers = [Poller(edges[name]) for name in deep]
+        for p in pollers:
+            p.start()
+        wait_until(lambda: all(len(p.seen) >= 3 for p in pollers), "the viewers of the deep edges playing", procs)
         # the controller hangs: running subscriptions keep flowing
         controller = procs.procs["originctl"]
         controller.send_signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: metric(edges[deep], "edged_controller_link_up") == 0, "the deep edge to count the "
-                       "controller down", procs)
-            stopped_at = poller.seen[-1]
-            wait_until(lambda: poller.seen[-1] >= stopped_at + 2, "segments through the outage", procs)
-            # ... and with the controller still out, kill -9 of the relay node mid-stream: the deep edge
-            # re-parents from the last relay map it pushed (up the chain, to A) and resumes by position
+            wait_until(lambda: all(metric(edges[n], "edged_controller_link_up") == 0 for n in deep),
+                       "the deep edges to count the controller down", procs)
+            stopped_at = [p.seen[-1] for p in pollers]
+            wait_until(lambda: all(p.seen[-1] >= at + 2 for p, at in zip(pollers, stopped_at, strict=True)),
+                       "segments through the outage", procs)
+            # ... and with the controller still out, kill -9 of the relay node mid-stream: the deep edges
+            # re-parent from the last relay map they were pushed (up the chain, to A) and resume by position
             procs.signal("edge-r", 9)
-            killed_at = poller.seen[-1]
-            wait_until(lambda: poller.seen[-1] >= killed_at + 4, "segments after the relay node died", procs,
-                       within=30)
+            killed_at = [p.seen[-1] for p in pollers]
+            wait_until(lambda: all(p.seen[-1] >= at + 4 for p, at in zip(pollers, killed_at, strict=True)),
+                       "segments after the relay node died", procs, within=30)
         finally:
             controller.send_signal(signal.SIGCONT)
-        poller.stop.set()
-        poller.join(5)
-        # every number exactly once, in order, across the re-parenting
-        assert poller.seen == list(range(poller.seen[0], poller.seen[-1] + 1)), poller.seen
-        assert poller.media_sequences == sorted(poller.media_sequences)
-        assert metric(edges[deep], "edged_relay_reparent_total", '{reason="error"}') + metric(
-            edges[deep], "edged_relay_reparent_total", '{reason="stall"}') >= 1
-        assert metric(edges[deep], "edged_relay_resume_total", '{result="resumed"}') >= 1
-        wait_until(lambda: parents_of(origin).get(ids[deep]) == ids["a"], "the controller's tree, back", procs)
-        # nobody asks the shallow edge or the deep one for the channel any more: both drop their subscriptions
-        for name in (shallow, deep):
+        for p in pollers:
+            p.stop.set()
+            p.join(5)
+        for name, p in zip(deep, pollers, strict=True):
+            # every number exactly once, in order, across the re-parenting
+            assert p.seen == list(range(p.seen[0], p.seen[-1] + 1)), (name, p.seen)
+            assert p.media_sequences == sorted(p.media_sequences), name
+            e = edges[name]
+            assert metric(e, "edged_relay_reparent_total", '{reason="error"}') + metric(
+                e, "edged_relay_reparent_total", '{reason="stall"}') >= 1, name
+            assert metric(e, "edged_relay_resume_total", '{result="resumed"}') >= 1, name
+            wait_until(lambda name=name: parents_of(origin).get(ids[name]) == ids["a"],
+                       f"the controller's tree, {name} below A", procs)
+        # nobody asks the viewer edges for the channel any more: all drop their subscriptions
+        for name in (shallow, *deep):
             wait_until(lambda name=name: metric(edges[name], "edged_relay_subscriptions", '{role="child"}') == 0,
                        f"{name}'s subscription to linger out", procs, within=20)
         wait_until(lambda: metric(a, "edged_relay_subscriptions", '{role="parent"}') == 0,
                    "A without children", procs)
     finally:
+        for p in pollers:
+            p.stop.set()
         pub.terminate()
         finish(pub, 10)
-
 
 
 def test_a_broadcaster_moving_to_another_ingest_edge_continues_on_a_relaying_edge(procs: Procs,
