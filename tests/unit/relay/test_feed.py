@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edged.relay.commits import CommitBus
-from edged.relay.feed import Feed
+from edged.relay.feed import Feed, SlowChild
 from edged.relay.records import ChannelRecord, Keepalive, Position, Record, Resync, SegmentRecord
 from edged.store.segments import SegmentMeta, SegmentStore
 
@@ -81,3 +81,21 @@ async def test_live_records_follow_commits_and_keepalives_fill_the_silence(store
     await asyncio.wait_for(reader, 5)
     assert _seqs(got) == [20, 21]
     assert bus.watchers("news") == 0  # the feed let go of its waiter
+
+
+async def test_a_child_that_falls_too_far_behind_is_dropped(store: SegmentStore) -> None:
+    """A child that does not read while the parent commits past `max_backlog` segments is dropped (it
+    resubscribes by position), rather than held with an ever-growing replay."""
+    bus = CommitBus()
+    feed = Feed(store, bus, "news", {"source": Position("source", 20, 1)}, window=6, keepalive=5.0, max_backlog=4)
+    records = feed.records()
+    while not isinstance(await anext(records), Keepalive):  # caught up; now it stops reading
+        pass
+    waiting = asyncio.ensure_future(anext(records))
+    for seq in range(20, 26):  # six commits while the child reads nothing
+        store.put_segment(SegmentMeta("news", "source", seq, 2.0, False, 1, 0.0, 1.7e9 + seq, 4, time.time_ns()),
+                          b"abcd", keep=100)
+    for seq in range(20, 26):
+        bus.segment("news", "source", seq)
+    with pytest.raises(SlowChild, match="6 segments behind"):
+        await asyncio.wait_for(waiting, 5)
