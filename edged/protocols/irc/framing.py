@@ -1,0 +1,135 @@
+"""Split a byte stream into IRC lines, with the limits that keep a connection's memory bounded.
+
+A line ends at LF; a CR just before it is dropped (CRLF and bare LF both work; a CR anywhere else is an
+error). Empty lines are skipped, as RFC 1459 says. Limits (IRCv3 message-tags): the tag section, from '@'
+to the space after it, is at most ``max_tags_bytes`` (8191) bytes; the rest of the line, with its CRLF,
+at most ``max_line_bytes`` (512). The buffer never holds more than one line over those limits: a partial
+line that can no longer fit raises at once instead of waiting for its end.
+
+Every refusal is an ``IrcError`` naming why (``line too long``, ``tags too long``, ``invalid UTF-8``,
+``NUL``, ``CR inside a line``, or a parse error from ``message.parse``); after one the buffer is unusable
+and the connection should be closed.
+"""
+
+from __future__ import annotations
+
+from edged.protocols.irc.message import IrcError, Message, parse
+
+MAX_LINE_BYTES = 512  # RFC 1459: a message including its CRLF, tags excluded
+MAX_TAGS_BYTES = 8191  # IRCv3 message-tags: '@', the tags and the space that ends them
+
+# Dead bytes at the front are dropped once this many accumulate (one copy per ~64 KiB read).
+_COMPACT = 64 * 1024
+
+
+class LineBuffer:
+    """Bytes in, ``Message``s out. Pull-based, so a caller can stop reading (e.g. while a login waits)."""
+
+    __slots__ = ("_data", "_start", "_scanned", "max_line_bytes", "max_tags_bytes", "_failed")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, max_tags_bytes: int = MAX_TAGS_BYTES) -> None:
+        self._data = bytearray()
+        self._start = 0  # first byte of the current (incomplete) line
+        self._scanned = 0  # bytes from _start already known to hold no LF
+        self.max_line_bytes = max_line_bytes
+        self.max_tags_bytes = max_tags_bytes
+        self._failed: IrcError | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes (no parsing happens here)."""
+        if self._start >= _COMPACT:
+            del self._data[: self._start]
+            self._start = 0
+        self._data += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that are not yet returned as lines."""
+        return len(self._data) - self._start
+
+    def next_line(self) -> str | None:
+        """The next complete non-empty line as text (no line ending), or None until more bytes come."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._next_line()
+        except IrcError as exc:
+            self._failed = exc
+            raise
+
+    def next_message(self) -> Message | None:
+        """The next complete line parsed, or None until more bytes come."""
+        line = self.next_line()
+        if line is None:
+            return None
+        try:
+            return parse(line)
+        except IrcError as exc:
+            self._failed = exc
+            raise
+
+    def messages(self) -> list[Message]:
+        """Every complete message held now."""
+        out: list[Message] = []
+        while (msg := self.next_message()) is not None:
+            out.append(msg)
+        return out
+
+    def _next_line(self) -> str | None:
+        data = self._data
+        while True:
+            start = self._start
+            lf = data.find(b"\n", start + self._scanned)
+            if lf == -1:
+                self._scanned = len(data) - start
+                self._check_partial()
+                return None
+            end = lf - 1 if lf > start and data[lf - 1] == 0x0D else lf
+            raw = bytes(data[start:end])
+            self._start = lf + 1
+            self._scanned = 0
+            if not raw:
+                continue
+            self._check_complete(raw)
+            return self._decode(raw)
+
+    def _tags_length(self, raw: bytes | bytearray, limit: int) -> int:
+        """Length of the tag section of ``raw`` (0 without tags); -1 when no space ends it within ``limit``."""
+        if not raw or raw[0] != 0x40:  # '@'
+            return 0
+        space = raw.find(b" ", 0, limit)
+        return -1 if space == -1 else space + 1
+
+    def _check_partial(self) -> None:
+        size = len(self._data) - self._start
+        if size <= self.max_line_bytes - 2:
+            return
+        head = self._data[self._start : self._start + self.max_tags_bytes]
+        tags = self._tags_length(head, self.max_tags_bytes)
+        if tags == -1:
+            if size >= self.max_tags_bytes:
+                raise IrcError("tags too long")
+            return  # the tag section may still end within its limit
+        # Two bytes are left for the CRLF still to come.
+        if size - tags > self.max_line_bytes - 2:
+            raise IrcError("line too long")
+
+    def _check_complete(self, raw: bytes) -> None:
+        tags = self._tags_length(raw, self.max_tags_bytes)
+        if tags == -1:
+            # Either the tag section is too long or the line is all tags (no command): both refused.
+            raise IrcError("tags too long" if len(raw) >= self.max_tags_bytes else "tags without a command")
+        # A bare LF ending counts as a CRLF: the limit is about what a server may relay.
+        if len(raw) - tags + 2 > self.max_line_bytes:
+            raise IrcError("line too long")
+
+    @staticmethod
+    def _decode(raw: bytes) -> str:
+        if 0 in raw:
+            raise IrcError("NUL")
+        if 0x0D in raw:
+            raise IrcError("CR inside a line")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise IrcError("invalid UTF-8") from None
