@@ -66,7 +66,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from edged.chat.model import (
@@ -139,7 +140,7 @@ class Outcome:
 class _User:
     """What the rules remember of one chatter (keyed by user id)."""
 
-    sends: deque[int] = field(default_factory=deque)  # times of counted submissions in the rate window
+    sends: deque[int]  # times of counted submissions in the rate window (maxlen: the higher cap)
     last_ms: int | None = None  # the last accepted message (slow mode)
     last_text: str = ""  # its normalised text (msg_duplicate)
     active_ms: int = 0  # last activity, for eviction
@@ -170,7 +171,7 @@ def emotes_cover(text: str, emotes: str) -> bool:
     """Whether every non-blank character of `text` lies inside a range of the TMI `emotes` tag value.
 
     Ranges are inclusive code-point indices ("25:0-4,12-16/1902:6-10"). A malformed tag covers nothing."""
-    covered = [False] * len(text)
+    starts = [0] * (len(text) + 1)  # +1 where a range starts, -1 past where it ends
     if emotes:
         for group in emotes.split("/"):
             _, sep, ranges = group.partition(":")
@@ -178,14 +179,25 @@ def emotes_cover(text: str, emotes: str) -> bool:
                 return False
             for r in ranges.split(","):
                 start_s, sep, end_s = r.partition("-")
-                if not sep or not start_s.isdigit() or not end_s.isdigit():
+                if not sep or not _is_uint(start_s) or not _is_uint(end_s):
                     return False
                 start, end = int(start_s), int(end_s)
                 if start > end or end >= len(text):
                     return False
-                for i in range(start, end + 1):
-                    covered[i] = True
-    return any(not c.isspace() for c in text) and all(covered[i] or c.isspace() for i, c in enumerate(text))
+                starts[start] += 1
+                starts[end + 1] -= 1
+    depth, blank = 0, True
+    for i, c in enumerate(text):
+        depth += starts[i]
+        if not c.isspace():
+            if depth == 0:
+                return False
+            blank = False
+    return not blank
+
+
+def _is_uint(s: str) -> bool:
+    return 0 < len(s) <= 9 and s.isascii() and s.isdigit()
 
 
 def _normalize_text(text: str) -> str:
@@ -193,7 +205,10 @@ def _normalize_text(text: str) -> str:
 
 
 def _is_command(text: str) -> bool:
-    return len(text) >= 2 and text[0] in "/." and text[1].isascii() and text[1].isalpha()
+    """'/name ...' is a command; '.name ...' only when `name` is one (so '.net rocks' stays a message)."""
+    if len(text) < 2 or text[0] not in "/." or not (text[1].isascii() and text[1].isalpha()):
+        return False
+    return text[0] == "/" or text[1:].split(maxsplit=1)[0].lower() in _MOD_COMMANDS
 
 
 class Room:
@@ -275,8 +290,10 @@ class Room:
         text, action = sub.text, False
         if text.startswith(_ACTION_PREFIX):
             text, action = text[len(_ACTION_PREFIX) :].removesuffix("\x01"), True
-        elif text[:4].lower() in ("/me ", ".me "):
+        elif text[:4].lower() in ("/me ", ".me ") or text.lower() in ("/me", ".me"):
             text, action = text[4:], True
+            if not text.strip():
+                return self._refuse(sub, "usage_me", _USAGE["me"])
         if not text.strip():
             return Outcome()
         if len(text) > self.limits.max_body_chars:
@@ -337,11 +354,23 @@ class Room:
     # -- keeping a replica in step ---------------------------------------------------------------
 
     def apply(self, event: RoomEvent) -> None:
-        """Take in an event this room (or another orderer of the same room) emitted, at its `time_ms`."""
+        """Take in an event another orderer of this room emitted, at its `time_ms` (a MESSAGE also counts
+        towards its sender's rate limit here, as it did there)."""
         if event.room != self.room:
             raise ValueError(f"event for room {event.room!r} given to room {self.room!r}")
+        self._housekeep(event.time_ms)
+        self._apply(event, count_send=True)
+
+    def load_history(self, lines: Iterable[ChatLine]) -> None:
+        """Seed the history (and the dedup, duplicate and r9k memory) with lines ordered elsewhere, oldest
+        first: what a replica gets from `ChatSink.on_history` before the events that follow them."""
+        for line in lines:
+            self._apply(
+                RoomEvent(room=self.room, seq=0, kind=EventKind.MESSAGE, time_ms=line.sent_ms, line=line)
+            )
+
+    def _apply(self, event: RoomEvent, count_send: bool = False) -> None:
         now_ms = event.time_ms
-        self._housekeep(now_ms)
         kind = event.kind
         if kind is EventKind.MESSAGE and event.line is not None:
             line = event.line
@@ -349,6 +378,8 @@ class Room:
             self._note_chatter(line.chatter)
             if line.chatter.user_id:
                 user = self._user(line.chatter.user_id, now_ms)
+                if count_send:
+                    user.sends.append(now_ms)
                 user.last_ms = now_ms
                 user.last_text = _normalize_text(line.text)
             key = _normalize_text(line.text)
@@ -438,15 +469,14 @@ class Room:
         event = RoomEvent(
             room=self.room, seq=0, kind=EventKind.MESSAGE, time_ms=now_ms, room_id=self.room_id, line=line
         )
-        self.apply(event)
+        self._apply(event)
         return Outcome(events=(event,))
 
     # -- commands --------------------------------------------------------------------------------
 
     def _command(self, sub: Submission, text: str, now_ms: int) -> Outcome:
-        name, _, rest = text[1:].partition(" ")
+        name, *args = text[1:].split()
         name = name.lower()
-        args = rest.split()
         chatter = sub.chatter
         if name not in _MOD_COMMANDS:
             return self._refuse(sub, NoticeId.UNRECOGNIZED_CMD, f"Unrecognized command: /{name}")
@@ -493,7 +523,7 @@ class Room:
         if name == "slow":
             interval = DEFAULT_SLOW_SECONDS
             if args:
-                interval = int(args[0]) if args[0].isdigit() and len(args[0]) <= 9 else 0
+                interval = int(args[0]) if _is_uint(args[0]) else 0
             return self._slow(ctx, interval, now_ms)
         return self._mode(ctx, name, now_ms)
 
@@ -563,7 +593,7 @@ class Room:
         if line is None:
             return self._answer(ctx, False, "bad_delete_message_error", "Failed to delete message.")
         author = line.chatter
-        if not ctx.operator:
+        if not ctx.operator and author.login != ctx.login:
             if self._is_broadcaster_chatter(author):
                 return self._answer(
                     ctx,
@@ -571,7 +601,7 @@ class Room:
                     "bad_delete_message_broadcaster",
                     "You cannot delete the broadcaster's messages.",
                 )
-            if author.is_moderator and not ctx.broadcaster and author.login != ctx.login:
+            if author.is_moderator and not ctx.broadcaster:
                 return self._answer(
                     ctx,
                     False,
@@ -581,7 +611,7 @@ class Room:
         event = RoomEvent(
             room=self.room, seq=0, kind=EventKind.CLEARMSG, time_ms=now_ms, room_id=self.room_id, line=line
         )
-        self.apply(event)
+        self._apply(event)
         return self._confirm(
             ctx,
             Outcome(events=(event,)),
@@ -593,7 +623,7 @@ class Room:
         event = RoomEvent(
             room=self.room, seq=0, kind=EventKind.CLEARCHAT, time_ms=now_ms, room_id=self.room_id
         )
-        self.apply(event)
+        self._apply(event)
         if ctx.operator:  # the RPC gets an answer; a chatter's client is answered by the CLEARCHAT, as on TMI
             return self._confirm(ctx, Outcome(events=(event,)), "clear_success", "Chat was cleared.")
         return Outcome(events=(event,))
@@ -625,7 +655,7 @@ class Room:
         event = RoomEvent(
             room=self.room, seq=0, kind=EventKind.ROOMSTATE, time_ms=now_ms, room_id=self.room_id, modes=modes
         )
-        self.apply(event)
+        self._apply(event)
         return self._confirm(ctx, Outcome(events=(event,)), notice, text)
 
     def _protects(self, ctx: _Ctx, login: str, verb: str) -> Outcome | None:
@@ -657,7 +687,7 @@ class Room:
             target_user_id=user_id,
             duration_s=seconds,
         )
-        self.apply(event)
+        self._apply(event)
         if reason:  # the reason is the orderer's record (snapshot, persistence); TMI no longer shows it
             r = self._restrictions[login]
             self._restrictions[login] = dataclasses.replace(r, reason=reason)
@@ -673,19 +703,19 @@ class Room:
             target_login=current.login,
             target_user_id=current.user_id,
         )
-        self.apply(event)
+        self._apply(event)
         return Outcome(events=(event,))
 
     # -- verdicts --------------------------------------------------------------------------------
 
-    def _refuse(self, sub: Submission, notice: NoticeId, text: str) -> Outcome:
+    def _refuse(self, sub: Submission, notice: str, text: str) -> Outcome:
         return Outcome(
             verdict=Verdict(
                 submission_id=sub.id,
                 room=self.room,
                 login=sub.chatter.login,
                 ok=False,
-                notice_id=notice.value,
+                notice_id=str(notice),
                 text=text,
             )
         )
@@ -748,7 +778,8 @@ class Room:
     def _user(self, user_id: str, now_ms: int) -> _User:
         user = self._users.pop(user_id, None)
         if user is None:
-            user = _User()
+            cap = max(self.limits.messages_per_window, self.limits.moderator_messages_per_window)
+            user = _User(sends=deque(maxlen=max(cap, 1)))
         user.active_ms = now_ms
         self._users[user_id] = user
         while len(self._users) > self._max_users:
@@ -906,6 +937,7 @@ _MODES: dict[str, _ModeSpec] = {
 }
 
 _USAGE = {
+    "me": 'Usage: "/me <message>" - Express an action in the third-person.',
     "ban": 'Usage: "/ban <username> [reason]" - Permanently prevent a user from chatting.',
     "unban": 'Usage: "/unban <username>" - Removes a ban on a user.',
     "timeout": 'Usage: "/timeout <username> [duration][time unit] [reason]" - Temporarily prevent a user from chatting.',
