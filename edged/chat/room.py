@@ -798,10 +798,10 @@ class Room:
 
     def _is_broadcaster_login(self, login: str) -> bool:
         known = self._privileged.get(login)
-        return login == self.room or (known is not None and "broadcaster" in known.roles)
+        return login == self.room.lower() or (known is not None and "broadcaster" in known.roles)
 
     def _is_broadcaster_chatter(self, chatter: Chatter) -> bool:
-        return chatter.login == self.room or "broadcaster" in chatter.roles
+        return chatter.login == self.room.lower() or "broadcaster" in chatter.roles
 
     def _user_id_of(self, login: str) -> str:
         known = self._privileged.get(login)

@@ -13,6 +13,7 @@ from edged.chat.model import (
     Moderation,
     ModerationAction,
     Restriction,
+    RoomEvent,
     RoomModes,
     RoomSnapshot,
     Submission,
@@ -37,7 +38,9 @@ NO_MODES = RoomModes()
 
 
 def make_room(modes: RoomModes = NO_MODES, restrictions: tuple[Restriction, ...] = (), **kw: int) -> Room:
-    return Room(RoomSnapshot(room="demo", room_id="4242", modes=modes, restrictions=restrictions), ChatLimits(), **kw)
+    return Room(
+        RoomSnapshot(room="demo", room_id="4242", modes=modes, restrictions=restrictions), ChatLimits(), **kw
+    )
 
 
 def sub(chatter: Chatter, text: str, *, id: str = "", nonce: str = "", emotes: str = "") -> Submission:
@@ -84,7 +87,12 @@ def test_a_message_becomes_one_message_event_with_the_orderers_time_and_room_id(
     (event,) = out.events
     assert (event.room, event.seq, event.time_ms, event.room_id) == ("demo", 0, T0, "4242")
     assert event.line is not None
-    assert (event.line.id, event.line.text, event.line.sent_ms, event.line.chatter) == (s.id, "hello", T0, ALICE)
+    assert (event.line.id, event.line.text, event.line.sent_ms, event.line.chatter) == (
+        s.id,
+        "hello",
+        T0,
+        ALICE,
+    )
     assert event.line.client_nonce == "n1" and not event.line.action
     assert room.history(T0) == [event.line]
 
@@ -181,7 +189,9 @@ def test_a_timeout_refuses_msg_timedout_until_it_lapses_by_time() -> None:
     ("chatter", "passes"),
     [(ALICE, False), (SUB, True), (VIP, True), (MOD, True), (OWNER, True)],
 )
-def test_subscribers_only_lets_subs_vips_mods_and_the_broadcaster_speak(chatter: Chatter, passes: bool) -> None:
+def test_subscribers_only_lets_subs_vips_mods_and_the_broadcaster_speak(
+    chatter: Chatter, passes: bool
+) -> None:
     out = say(make_room(RoomModes(subscribers_only=True)), chatter, "hello", T0)
     if passes:
         assert_delivered(out)
@@ -286,7 +296,9 @@ def test_timeout_duration_default_units_and_bounds() -> None:
     assert out.events[0].duration_s == 600
     out = say(room, MOD, "/timeout carol 2h flooding the chat", T0)
     assert out.events[0].duration_s == 7200
-    assert room.restriction("carol", T0) == Restriction(login="carol", until_ms=T0 + 7_200_000, reason="flooding the chat")
+    assert room.restriction("carol", T0) == Restriction(
+        login="carol", until_ms=T0 + 7_200_000, reason="flooding the chat"
+    )
     out = say(room, MOD, "/timeout alice being rude", T0)  # no duration: the default, the rest is the reason
     assert out.events[0].duration_s == 600
     assert_refused(say(room, MOD, "/timeout alice 0", T0), "bad_timeout_duration")
@@ -376,7 +388,9 @@ def test_slow_without_an_argument_is_30_seconds_and_a_bad_one_is_usage() -> None
 def test_operators_can_ban_anyone_and_get_a_verdict() -> None:
     room = make_room()
     say(room, MOD, "hi", T0)
-    out = room.moderate(Moderation(room="demo", action=ModerationAction.BAN, target_login="mod", reason="x"), T0)
+    out = room.moderate(
+        Moderation(room="demo", action=ModerationAction.BAN, target_login="mod", reason="x"), T0
+    )
     assert_done(out, "ban_success")
     assert out.verdict is not None and out.verdict.login == "operator" and out.verdict.submission_id == ""
     out = room.moderate(Moderation(room="demo", action=ModerationAction.SLOW, seconds=20), T0)
@@ -448,7 +462,13 @@ def test_parse_duration_and_normalize_login() -> None:
     assert [parse_duration(s) for s in ("5", "30s", "10m", "1h", "2d", "1w", "x", "-1", "5y")] == [
         5, 30, 600, 3600, 172_800, 604_800, None, None, None,
     ]  # fmt: skip
-    assert [normalize_login(s) for s in ("@Bob", "#carol", "bad name", "", "a" * 26)] == ["bob", "carol", "", "", ""]
+    assert [normalize_login(s) for s in ("@Bob", "#carol", "bad name", "", "a" * 26)] == [
+        "bob",
+        "carol",
+        "",
+        "",
+        "",
+    ]
 
 
 def test_emotes_cover() -> None:
@@ -458,3 +478,210 @@ def test_emotes_cover() -> None:
     assert not emotes_cover("Kappa", "")
     assert not emotes_cover("Kappa", "25:0-9")  # out of range: malformed
     assert not emotes_cover("Kappa", "garbage")
+
+
+# -- more edges --------------------------------------------------------------------------------
+
+
+def test_tmi_js_command_shapes_are_understood() -> None:
+    # tmi.js sends `/timeout USER SECONDS REASON` and `/ban USER REASON` with a trailing space when empty
+    room = make_room()
+    out = say(room, MOD, "/timeout bob 300 ", T0)
+    assert_done(out, "timeout_success")
+    assert out.events[0].duration_s == 300
+    assert_done(say(room, MOD, "/ban carol ", T0), "ban_success")
+    assert_done(say(room, MOD, "/unban carol", T0), "unban_success")
+    line = say(room, ALICE, "bye", T0).events[0].line
+    assert line is not None
+    assert_done(say(room, MOD, f"/delete {line.id}", T0), "delete_message_success")
+
+
+def test_a_dot_word_is_a_message_unless_it_names_a_command() -> None:
+    room = make_room()
+    assert_delivered(say(room, ALICE, ".net rocks", T0))
+    assert_delivered(say(room, BOB, "... right", T0))
+    assert_delivered(say(room, BOB, "/ not a command", T0 + 1))
+    assert_refused(say(room, ALICE, ".ban bob", T0 + 1), "no_permission")
+    assert_refused(say(room, ALICE, "/net rocks", T0 + 2), "unrecognized_cmd")
+    assert_done(say(room, MOD, ".BAN bob", T0), "ban_success")
+
+
+def test_me_without_text_is_usage_me() -> None:
+    assert_refused(say(make_room(), ALICE, "/me", T0), "usage_me")
+    assert_refused(say(make_room(), ALICE, "/me   ", T0), "usage_me")
+
+
+def test_a_successful_command_retried_with_its_id_is_dropped_a_refused_one_is_decided_again() -> None:
+    room = make_room()
+    assert_done(say(room, MOD, "/ban bob", T0, id="c1"), "ban_success")
+    assert say(room, MOD, "/ban bob", T0 + 1, id="c1").duplicate
+    assert_refused(say(room, MOD, "/unban nobody", T0, id="c2"), "bad_unban_no_ban")
+    assert_refused(say(room, MOD, "/unban nobody", T0 + 1, id="c2"), "bad_unban_no_ban")
+
+
+def test_the_broadcaster_and_mods_delete_their_own_lines_operators_delete_anything() -> None:
+    room = make_room()
+    own = say(room, OWNER, "mine", T0).events[0].line
+    mods = say(room, MOD, "mod's", T0).events[0].line
+    other = say(room, MOD2, "mod2's", T0).events[0].line
+    assert own is not None and mods is not None and other is not None
+    assert_done(say(room, OWNER, f"/delete {own.id}", T0), "delete_message_success")
+    assert_done(say(room, MOD, f"/delete {mods.id}", T0), "delete_message_success")
+    out = room.moderate(Moderation(room="demo", action=ModerationAction.DELETE, target_msg_id=other.id), T0)
+    assert_done(out, "delete_message_success")
+    assert room.history(T0) == []
+
+
+def test_a_message_too_old_for_the_history_cannot_be_deleted() -> None:
+    room = make_room()
+    line = say(room, ALICE, "old", T0).events[0].line
+    assert line is not None
+    assert_refused(say(room, MOD, f"/delete {line.id}", T0 + 600_001), "bad_delete_message_error")
+
+
+def test_a_moderator_who_lost_the_role_can_be_banned_by_a_moderator() -> None:
+    room = make_room()
+    say(room, MOD2, "still a mod", T0)
+    assert_refused(say(room, MOD, "/ban mod2", T0), "bad_ban_mod")
+    say(room, Chatter(user_id="11", login="mod2"), "not any more", T0 + 1)
+    out = say(room, MOD, "/ban mod2", T0 + 2)
+    assert_done(out, "ban_success")
+    assert out.events[0].target_user_id == "11"
+
+
+def test_a_ban_target_never_seen_has_no_user_id_and_the_broadcaster_is_the_rooms_login() -> None:
+    room = make_room()
+    out = say(room, MOD, "/ban stranger", T0)
+    assert out.events[0].target_user_id == ""
+    assert_refused(say(room, MOD, "/ban @Demo", T0), "bad_ban_broadcaster")  # never seen, named by the room
+
+
+def test_restrictions_from_the_snapshot_apply_and_expired_ones_lapse() -> None:
+    room = make_room(
+        restrictions=(
+            Restriction(login="bob", until_ms=T0 + 5_000),
+            Restriction(login="carol", until_ms=T0 - 1),
+        )
+    )
+    assert room.snapshot(T0).restrictions == (Restriction(login="bob", until_ms=T0 + 5_000),)
+    assert_refused(say(room, BOB, "hi", T0), "msg_timedout")
+    assert_delivered(say(room, CAROL, "hi", T0))
+    assert_delivered(say(room, BOB, "hi", T0 + 5_000))
+
+
+def test_a_ban_replaces_a_timeout_and_a_timeout_does_not_weaken_a_ban() -> None:
+    room = make_room()
+    assert_done(say(room, MOD, "/timeout bob 10", T0), "timeout_success")
+    assert_done(say(room, MOD, "/ban bob", T0), "ban_success")
+    assert_refused(say(room, MOD, "/timeout bob 10", T0), "already_banned")
+    assert room.restriction("bob", T0 + 3_600_000) == Restriction(login="bob", user_id="")
+    assert_done(say(room, MOD, "/timeout carol 10", T0), "timeout_success")
+    assert_done(say(room, MOD, "/timeout carol 20", T0 + 5_000), "timeout_success")  # a new timeout replaces
+    assert room.restriction("carol", T0 + 5_000) == Restriction(login="carol", until_ms=T0 + 25_000)
+
+
+def test_a_ban_removes_only_the_targets_lines_and_clear_removes_all() -> None:
+    room = make_room()
+    a = say(room, ALICE, "a", T0).events[0].line
+    say(room, BOB, "b1", T0)
+    say(room, BOB, "b2", T0 + 1)
+    c = say(room, CAROL, "c", T0 + 2).events[0].line
+    say(room, MOD, "/timeout bob 5", T0 + 3)
+    assert room.history(T0 + 3) == [a, c]
+    say(room, MOD, "/clear", T0 + 4)
+    assert room.history(T0 + 4) == []
+
+
+def test_apply_keeps_a_replica_in_step_with_each_kind_of_event() -> None:
+    orderer, replica = make_room(), make_room()
+
+    def both(out: Outcome) -> Outcome:
+        for event in out.events:
+            replica.apply(event)
+        return out
+
+    line = both(say(orderer, ALICE, "hello", T0)).events[0].line
+    assert line is not None and replica.history(T0) == [line]
+    both(say(orderer, MOD, "/emoteonly", T0))
+    assert replica.modes == RoomModes(emote_only=True)
+    both(say(orderer, MOD, "/timeout alice 60", T0 + 1))
+    assert replica.restriction("alice", T0 + 1) == Restriction(
+        login="alice", user_id="1", until_ms=T0 + 60_001
+    )
+    assert replica.history(T0 + 1) == []
+    both(say(orderer, MOD, "/unban alice", T0 + 2))
+    assert replica.restriction("alice", T0 + 2) is None
+    bob = both(say(orderer, BOB, "Kappa", T0 + 3, emotes="25:0-4")).events[0].line
+    both(say(orderer, MOD, f"/delete {bob.id if bob else ''}", T0 + 4))
+    assert replica.history(T0 + 4) == []
+    replica.apply(_gap(T0 + 5))  # nothing to keep: the bus resynchronises with a snapshot
+    assert replica.modes == RoomModes(emote_only=True) and replica.history(T0 + 5) == []
+
+
+def _gap(now: int) -> RoomEvent:
+    return RoomEvent(room="demo", seq=7, kind=EventKind.GAP, time_ms=now)
+
+
+def test_apply_counts_a_replicas_messages_towards_the_rate_limit() -> None:
+    orderer, replica = make_room(), make_room()
+    for i in range(20):
+        for event in say(orderer, ALICE, f"m{i}", T0 + i).events:
+            replica.apply(event)
+    assert_refused(say(replica, ALICE, "one more", T0 + 100), "msg_ratelimit")
+
+
+def test_load_history_seeds_history_dedup_and_the_duplicate_rule() -> None:
+    orderer = make_room()
+    lines = [ln for i in range(3) for ln in [say(orderer, ALICE, f"m{i}", T0 + i).events[0].line] if ln]
+    replica = make_room()
+    replica.load_history(lines)
+    assert replica.history(T0 + 3) == lines
+    assert replica.submit(sub(ALICE, "m2", id=lines[2].id), T0 + 3).duplicate
+    assert_refused(say(replica, ALICE, "m2", T0 + 4), "msg_duplicate")
+
+
+def test_inputs_for_another_room_are_refused_loudly() -> None:
+    room = make_room()
+    with pytest.raises(ValueError):
+        room.submit(Submission(id="x", room="other", chatter=ALICE, text="hi", sent_ms=0), T0)
+    with pytest.raises(ValueError):
+        room.moderate(Moderation(room="other", action=ModerationAction.CLEAR), T0)
+    with pytest.raises(ValueError):
+        room.apply(RoomEvent(room="other", seq=1, kind=EventKind.GAP, time_ms=T0))
+
+
+def test_operator_moderation_validates_its_arguments() -> None:
+    room = make_room()
+
+    def mod(
+        action: ModerationAction, target_login: str = "", target_msg_id: str = "", seconds: int = 0
+    ) -> Outcome:
+        m = Moderation(
+            room="demo",
+            action=action,
+            target_login=target_login,
+            target_msg_id=target_msg_id,
+            seconds=seconds,
+        )
+        return room.moderate(m, T0)
+
+    assert_refused(mod(ModerationAction.BAN, target_login="bad name"), "invalid_user")
+    assert_refused(mod(ModerationAction.TIMEOUT, target_login="bob", seconds=-5), "bad_timeout_duration")
+    assert_refused(mod(ModerationAction.SLOW, seconds=100_000), "usage_slow_on")
+    assert_refused(mod(ModerationAction.DELETE, target_msg_id="nope"), "bad_delete_message_error")
+    assert_refused(mod(ModerationAction.UNBAN, target_login="bob"), "bad_unban_no_ban")
+    assert_done(mod(ModerationAction.BAN, target_login="demo"), "ban_success")  # operators: anyone
+    assert_done(mod(ModerationAction.CLEAR), "clear_success")
+    for on, off, notice in [
+        (ModerationAction.SUBSCRIBERS, ModerationAction.SUBSCRIBERSOFF, "subs"),
+        (ModerationAction.EMOTEONLY, ModerationAction.EMOTEONLYOFF, "emote_only"),
+        (ModerationAction.R9KBETA, ModerationAction.R9KBETAOFF, "r9k"),
+    ]:
+        assert_done(mod(on), f"{notice}_on")
+        assert_done(mod(off), f"{notice}_off")
+    assert_refused(mod(ModerationAction.SLOWOFF), "already_slow_off")
+
+
+def test_changed_modes_names_what_differs() -> None:
+    assert changed_modes(RoomModes(), RoomModes()) == ()
+    assert changed_modes(RoomModes(), RoomModes(slow_seconds=5, r9k=True)) == ("slow_seconds", "r9k")
