@@ -9,6 +9,7 @@ APT_PACKAGES := ffmpeg libsrt1.5-gnutls srt-tools chromium \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav nats-server
 HLSJS_VERSION := 1.7.4
+TMIJS_VERSION := 1.8.5
 
 .PHONY: run test check proto deps apt clean
 
@@ -37,6 +38,12 @@ build/web/hls.min.js:
 	cd build/web && npm pack --silent hls.js@$(HLSJS_VERSION) >/dev/null && tar xzf hls.js-$(HLSJS_VERSION).tgz package/dist/hls.min.js \
 		&& mv package/dist/hls.min.js . && rm -rf package hls.js-$(HLSJS_VERSION).tgz
 
+# tmi.js (a Twitch chat client library) and its dependencies, for the chat test that runs it with Debian's node.
+build/chat/node_modules/tmi.js/package.json:
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null)
+	mkdir -p build/chat
+	cd build/chat && npm install --silent --no-audit --no-fund --no-save --prefix . tmi.js@$(TMIJS_VERSION) >/dev/null
+
 # Generated gRPC code is a build output (never committed): proto path = package path.
 proto: $(STAMP)
 	@protos=$$(find proto -name '*.proto' 2>/dev/null); if [ -n "$$protos" ]; then \
@@ -54,7 +61,7 @@ check: $(STAMP) proto
 	$(BIN)/ruff check edged originctl tests bench
 	$(BIN)/mypy
 
-test: deps build/web/hls.min.js
+test: deps build/web/hls.min.js build/chat/node_modules/tmi.js/package.json
 	$(BIN)/ruff check edged originctl tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests

@@ -34,8 +34,14 @@ class Component(Protocol):
 
 
 STOP_GRACE = 10.0  # s for each component to stop
+DRAIN_POLL = 0.5  # s between looks at the controller's drain flag (chat clients get RECONNECT when it is set)
 NOFILE_UNLIMITED = 1 << 20  # descriptors asked for when the hard limit is "unlimited" (the kernel's nr_open default)
 _ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def raise_nofile_limit() -> int:
@@ -126,6 +132,11 @@ class EdgeApp:
         self._relay_writer: Any = None
         self._fleet: Any = None  # edged.relay.tls.FleetIdentity once enrolled
         self._relay_restart: asyncio.Task[None] | None = None
+        # Chat: the service (local rooms, members), its IRC listeners and the /chat WebSocket on the HTTP front
+        self.chat: Any = None  # edged.chat.service.ChatService while chat is on
+        self.irc: Any = None  # edged.chat.irc_server.IrcServer once listening
+        self._chat_ws: Any = None
+        self._drain_watch: asyncio.Task[None] | None = None
         self._started: list[Component] = []
         self._stop_event = asyncio.Event()
 
@@ -138,6 +149,9 @@ class EdgeApp:
             "rtmps_port": (self.rtmp.tls_port or None) if self.rtmp else None,
             "srt_port": getattr(self.srt, "port", None),
         }
+        if self.chat is not None:
+            out["chat"] = {**self.chat.health(), "irc_port": self.irc.port if self.irc else None,
+                           "ircs_port": (self.irc.tls_port or None) if self.irc else None}
         if self.agent is not None:
             silence = self.agent.authorizer.silence()
             out["origin"] = {
@@ -174,10 +188,13 @@ class EdgeApp:
         if self.cfg.srt.enabled:
             await self._start_srt()
         await self._start_relay_manager()
+        await self._start_chat()
         # HTTP last of the listeners: once /healthz answers, it reports every ingest port
-        self.http = HttpFront(self.cfg, self.store, self.health, self.relay_manager)
+        self.http = HttpFront(self.cfg, self.store, self.health, self.relay_manager,
+                              routes=self._chat_ws.add_routes if self._chat_ws is not None else None)
         await self._start(self.http)
         await self._start_control_plane()
+        self._watch_drain()
         await self._start_relay_server()
         sdnotify.notify(f"READY=1\nSTATUS=serving; rtmp={self.rtmp.port if self.rtmp else '-'}")
         log.info("edged %s ready (data dir %s)", __version__, data)
@@ -361,6 +378,94 @@ class EdgeApp:
         if self.relay_manager is not None:
             self.relay_manager.children_changed(channel)
 
+    # --- chat -----------------------------------------------------------------------------------------
+
+    async def _start_chat(self) -> None:
+        """The chat service with its bus, the IRC listeners, and the WebSocket endpoint the HTTP front adds.
+
+        Tokens are verified with the [chat] jwt_public_keys files and, on an enrolled edge, the keys the
+        controller pushes (both sets are trusted). An IRC listener that cannot bind is logged and chat runs
+        on without it (WebSocket clients still chat)."""
+        chat = self.cfg.chat
+        if not chat.enabled:
+            return
+        from edged.chat.identity import TokenVerifier, split_pem_bundle
+        from edged.chat.irc_server import IrcServer
+        from edged.chat.service import ChatService
+        from edged.chat.ws import ChatWebSocket
+
+        local: list[bytes] = []
+        for path in chat.jwt_public_keys:
+            local.extend(split_pem_bundle(await asyncio.to_thread(_read_file, path)))
+        verifier = TokenVerifier(local)
+        if self.agent is not None:
+            self.agent.on_chat_keys(lambda pems: verifier.update_keys([*local, *pems]))
+        bus = await self._chat_bus()
+        self.chat = ChatService(chat, bus, verifier, node_id=self._node_id)
+        await self.chat.start()  # stopped first of all in stop(): clients get RECONNECT before anything closes
+        if chat.websocket:
+            self._chat_ws = ChatWebSocket(self.chat)
+        irc = IrcServer(chat, self.chat)
+        try:
+            await self._start(irc)
+        except OSError as exc:
+            log.error("chat: IRC listener not started (chat goes on over WebSocket only): %s", exc)
+            return
+        self.irc = irc
+
+    async def _chat_bus(self) -> Any:
+        """The ChatBus [chat] bus asks for: NATS; the controller's hub on an enrolled edge; else in-process."""
+        chat = self.cfg.chat
+        if chat.bus == "nats":
+            from edged.chat.nats_bus import NatsBus
+
+            return NatsBus(chat.nats_url, await self._chat_node_id(), chat.limits)
+        if chat.bus == "auto" and self.agent is not None:
+            hub = self._hub_chat_bus()
+            if hub is not None:
+                return hub
+        from edged.chat.local_bus import LocalBus
+
+        return LocalBus(chat.limits)
+
+    def _hub_chat_bus(self) -> Any:
+        """The controller's hub as the chat bus (edged.chat.hub_bus.HubBus over the agent's mutual-TLS link)."""
+        try:
+            from edged.chat.hub_bus import HubBus
+        except ImportError as exc:
+            log.warning("chat: the controller's hub bus is unavailable (%s): rooms are ordered on this edge", exc)
+            return None
+        return HubBus(self.agent, self.cfg.chat.limits)
+
+    async def _chat_node_id(self) -> str:
+        """This node's ID for the NATS bus (its submissions' origin): the enrolled identity's, else host-based."""
+        if self.agent is not None:
+            from edged.agent.enroll import load_identity
+
+            ident = await asyncio.to_thread(load_identity, self.cfg.data_path)
+            if ident is not None:
+                return str(ident.node_id)
+        import socket
+        import uuid
+
+        return f"{self.cfg.node.name or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+    def _watch_drain(self) -> None:
+        """When the controller drains this edge, chat clients get RECONNECT (they come back elsewhere or here)."""
+        if self.agent is None or self.chat is None:
+            return
+
+        async def watch() -> None:
+            was = bool(self.agent.draining)
+            while True:
+                await asyncio.sleep(DRAIN_POLL)
+                now = bool(self.agent.draining)
+                if now and not was and self.chat is not None:
+                    self.chat.reconnect_all()
+                was = now
+
+        self._drain_watch = asyncio.get_running_loop().create_task(watch(), name="edged-chat-drain")
+
     async def _start_srt(self) -> None:
         try:
             from edged.ingest.srt_server import SrtServer
@@ -378,6 +483,13 @@ class EdgeApp:
 
     async def stop(self) -> None:
         sdnotify.notify("STOPPING=1")
+        if self._drain_watch is not None:
+            self._drain_watch.cancel()
+        if self.chat is not None:  # RECONNECT to chat clients while every listener is still up
+            try:
+                await asyncio.wait_for(self.chat.stop(), STOP_GRACE)
+            except Exception:
+                log.exception("error stopping the chat service")
         for comp in reversed(self._started):
             try:
                 await asyncio.wait_for(comp.stop(), STOP_GRACE)

@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow STREAMKEY to publish channel NAME (repeatable)")
     run.add_argument("--origin", metavar="HOST:PORT|auto", help="origin controller to enroll with and report to")
     run.add_argument("--enroll-token", metavar="TOKEN", help="one-time bootstrap token from `originctl token create`")
+    run.add_argument("--irc", metavar="HOST:PORT", type=_hostport, help="chat over IRC/TCP (default 0.0.0.0:6667)")
+    run.add_argument("--ircs", metavar="HOST:PORT", type=_hostport,
+                     help="chat over IRC/TLS (default 0.0.0.0:6697; on when [chat] tls_cert_file and tls_key_file are set)")
+    run.add_argument("--no-chat", action="store_true", help="no chat (neither IRC listeners nor /chat)")
+    run.add_argument("--chat-bus", choices=("auto", "local", "nats"),
+                     help="how chat rooms reach the fleet: auto (the controller when enrolled), local, nats")
+    run.add_argument("--nats-url", metavar="URL", help="NATS server of the chat bus (with --chat-bus nats)")
+    run.add_argument("--chat-key", metavar="FILE", action="append", default=[],
+                     help="PEM public key that verifies chat tokens (repeatable; with the controller's keys)")
     run.add_argument("--segment-seconds", type=float, metavar="S", help="target HLS segment duration (default 2)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     run.add_argument("--transcode", action=argparse.BooleanOptionalAction, default=None,
@@ -102,6 +111,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o.setdefault("srt", {})["passphrase"] = args.srt_passphrase
     if args.no_srt:
         o.setdefault("srt", {})["enabled"] = False
+    if args.irc:
+        o.setdefault("chat", {})["irc_listen"] = args.irc
+    if args.ircs:
+        o.setdefault("chat", {})["irc_tls_listen"] = args.ircs
+    if args.no_chat:
+        o.setdefault("chat", {})["enabled"] = False
+    if args.chat_bus is not None:
+        o.setdefault("chat", {})["bus"] = args.chat_bus
+    if args.nats_url is not None:
+        o.setdefault("chat", {})["nats_url"] = args.nats_url
+    if args.chat_key:
+        o.setdefault("chat", {})["jwt_public_keys"] = list(args.chat_key)
     if args.segment_seconds is not None:
         o.setdefault("hls", {})["segment_seconds"] = args.segment_seconds
     if args.origin is not None:
@@ -123,6 +144,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config, _overrides(args))
     if args.rtmps and not cfg.rtmp.tls_cert_file:
         raise ConfigError("rtmp.tls_cert_file", "--rtmps needs [rtmp] tls_cert_file and tls_key_file (PEM files)")
+    if args.ircs and not cfg.chat.tls_cert_file:
+        raise ConfigError("chat.tls_cert_file", "--ircs needs [chat] tls_cert_file and tls_key_file (PEM files)")
     from edged import log as edlog
     from edged.app import EdgeApp
 

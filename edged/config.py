@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edged.chat.model import ChatLimits
 from edged.common.hostport import HostPortError, split_hostport
 from edged.common.tomlconfig import ConfigValueError, build, merge, read_toml
 from edged.errors import ConfigError
@@ -109,6 +110,36 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class ChatConfig:
+    """Live chat: IRC (TMI dialect) over TCP, TLS and WebSocket (/chat on the HTTP front)."""
+
+    enabled: bool = True
+    irc_listen: str = "0.0.0.0:6667"  # "" = no plain TCP listener
+    irc_tls_listen: str = "0.0.0.0:6697"  # on only when tls_cert_file and tls_key_file are set
+    tls_cert_file: str = ""  # PEM certificate chain (server certificate first)
+    tls_key_file: str = ""  # PEM private key of that certificate
+    websocket: bool = True  # IRC over WebSocket at /chat (and at / for clients that dial the root, as tmi.js)
+    server_name: str = "tmi.twitch.tv"  # the prefix of server lines; bot libraries expect Twitch's
+    # how rooms reach the rest of the fleet: "auto" = the controller's hub when enrolled, else in-process
+    # (a standalone edge); "local" = in-process even when enrolled; "nats" = NATS JetStream at nats_url
+    bus: str = "auto"
+    nats_url: str = "nats://127.0.0.1:4222"
+    # PEM public keys that verify chatters' tokens (PASS oauth:<jwt>), used with those the controller pushes
+    jwt_public_keys: tuple[str, ...] = ()
+    max_connections: int = 20000  # chat connections on this edge, all transports together
+    max_rooms_per_connection: int = 100  # JOINs beyond this are refused with a NOTICE
+    max_queue_bytes: int = 256 * 1024  # bytes waiting for one client; a reader further behind is dropped
+    batch_seconds: float = 0.02  # s: a room's events are written to its members at most this often
+    big_room_members: int = 1000  # above this many members, JOIN/PART of others are not sent
+    ping_interval: float = 60.0  # s between the server's PINGs to an idle client
+    pong_timeout: float = 10.0  # s a client has to answer a PING
+    login_timeout: float = 10.0  # s from accept to a completed login (NICK, and PASS when not anonymous)
+    lines_per_second: float = 20.0  # lines one connection may send (bursts of 5 s worth); over: closed
+    history_on_join: bool = True  # WebSocket clients get the room's recent messages when they join
+    limits: ChatLimits = ChatLimits()  # the room rules this edge applies when it orders rooms itself
+
+
+@dataclass(frozen=True)
 class Rung:
     name: str
     width: int
@@ -180,6 +211,7 @@ class Config:
     origin: OriginConfig = OriginConfig()
     node: NodeConfig = NodeConfig()
     relay: RelayConfig = RelayConfig()
+    chat: ChatConfig = ChatConfig()
     channels: dict[str, str] = field(default_factory=dict)  # stream key -> channel name
 
     @property
@@ -234,22 +266,27 @@ def _validate_rtmp_limits(rtmp: RtmpConfig) -> None:
 
 def rtmps_context(rtmp: RtmpConfig) -> ssl.SSLContext:
     """The TLS server context of the RTMPS listener; ConfigError names the file that cannot be used."""
-    for key, path in (("rtmp.tls_cert_file", rtmp.tls_cert_file), ("rtmp.tls_key_file", rtmp.tls_key_file)):
+    return tls_server_context(rtmp.tls_cert_file, rtmp.tls_key_file, "rtmp")
+
+
+def tls_server_context(cert_file: str, key_file: str, section: str) -> ssl.SSLContext:
+    """A TLS server context from PEM files; ConfigError names `section`.tls_cert_file/tls_key_file at fault."""
+    for key, path in ((f"{section}.tls_cert_file", cert_file), (f"{section}.tls_key_file", key_file)):
         try:
             with open(path, "rb"):
                 pass
         except OSError as exc:
             raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
     try:  # the certificates alone first, so that an error can name the file at fault
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=rtmp.tls_cert_file)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert_file)
     except ssl.SSLError as exc:
-        raise ConfigError("rtmp.tls_cert_file", f"no PEM certificate in {rtmp.tls_cert_file}: {exc}") from None
+        raise ConfigError(f"{section}.tls_cert_file", f"no PEM certificate in {cert_file}: {exc}") from None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_cert_chain(rtmp.tls_cert_file, rtmp.tls_key_file)
+        ctx.load_cert_chain(cert_file, key_file)
     except ssl.SSLError as exc:  # not a PEM key, or not the key of that certificate
-        raise ConfigError("rtmp.tls_key_file", f"cannot use {rtmp.tls_key_file} with the certificate: {exc}") from None
+        raise ConfigError(f"{section}.tls_key_file", f"cannot use {key_file} with the certificate: {exc}") from None
     return ctx
 
 
@@ -287,6 +324,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("origin.auth_cache_seconds", "must not be negative")
     _validate_http(cfg.http)
     _validate_relay(cfg.relay)
+    _validate_chat(cfg.chat)
     for i, prefix in enumerate(cfg.node.prefixes):
         try:
             ipaddress.ip_network(prefix, strict=False)
@@ -377,6 +415,61 @@ def _validate_relay(relay: RelayConfig) -> None:
                         ("relay.max_streams", relay.max_streams)):
         if not 1 <= count <= 1_000_000:
             raise ConfigError(name, "expected between 1 and 1000000")
+
+
+_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+
+
+def _validate_chat(chat: ChatConfig) -> None:
+    """[chat]: listeners, TLS files, bus, limits."""
+    if chat.irc_listen:
+        parse_hostport(chat.irc_listen, "chat.irc_listen")
+    parse_hostport(chat.irc_tls_listen, "chat.irc_tls_listen")
+    if bool(chat.tls_cert_file) != bool(chat.tls_key_file):
+        missing = "chat.tls_key_file" if chat.tls_cert_file else "chat.tls_cert_file"
+        raise ConfigError(missing, "IRC over TLS needs both chat.tls_cert_file and chat.tls_key_file")
+    if chat.tls_cert_file:
+        tls_server_context(chat.tls_cert_file, chat.tls_key_file, "chat")
+    if not _SERVER_NAME_RE.match(chat.server_name):
+        raise ConfigError("chat.server_name", "expected a host name (A-Z a-z 0-9 . -, at most 63 characters)")
+    if chat.bus not in ("auto", "local", "nats"):
+        raise ConfigError("chat.bus", 'expected "auto", "local" or "nats"')
+    if chat.bus == "nats" and not chat.nats_url.startswith(("nats://", "tls://")):
+        raise ConfigError("chat.nats_url", "expected nats://HOST:PORT or tls://HOST:PORT")
+    for i, path in enumerate(chat.jwt_public_keys):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError as exc:
+            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"cannot read {path}: {exc.strerror or exc}") from None
+        if b"-----BEGIN" not in head:
+            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"no PEM key in {path}")
+    for name, count, lo, hi in (("chat.max_connections", chat.max_connections, 1, 10_000_000),
+                                ("chat.max_rooms_per_connection", chat.max_rooms_per_connection, 1, 10_000),
+                                ("chat.max_queue_bytes", chat.max_queue_bytes, 16 * 1024, 1 << 30),
+                                ("chat.big_room_members", chat.big_room_members, 0, 10_000_000)):
+        if not lo <= count <= hi:
+            raise ConfigError(name, f"expected between {lo} and {hi}")
+    for name, value, flo, fhi in (("chat.batch_seconds", chat.batch_seconds, 0.0, 1.0),
+                                  ("chat.ping_interval", chat.ping_interval, 0.1, 3600.0),
+                                  ("chat.pong_timeout", chat.pong_timeout, 0.1, 600.0),
+                                  ("chat.login_timeout", chat.login_timeout, 0.1, 600.0),
+                                  ("chat.lines_per_second", chat.lines_per_second, 0.1, 100_000.0)):
+        if not flo <= value <= fhi:  # also refuses nan and inf
+            raise ConfigError(name, f"expected between {flo:g} and {fhi:g}")
+    lim = chat.limits
+    for name, n in (("messages_per_window", lim.messages_per_window),
+                    ("moderator_messages_per_window", lim.moderator_messages_per_window),
+                    ("max_body_chars", lim.max_body_chars), ("history_messages", lim.history_messages),
+                    ("timeout_max_seconds", lim.timeout_max_seconds),
+                    ("default_timeout_seconds", lim.default_timeout_seconds)):
+        if not 1 <= n <= 10_000_000:
+            raise ConfigError(f"chat.limits.{name}", "expected between 1 and 10000000")
+    for name, v in (("window_seconds", lim.window_seconds), ("duplicate_seconds", lim.duplicate_seconds),
+                    ("nonce_seconds", lim.nonce_seconds), ("history_seconds", lim.history_seconds),
+                    ("r9k_seconds", lim.r9k_seconds)):
+        if not 0 <= v <= 86_400 * 30:
+            raise ConfigError(f"chat.limits.{name}", "expected between 0 and 2592000 seconds")
 
 
 def _validate_http(http: HttpConfig) -> None:

@@ -72,7 +72,7 @@ def _finish(request: web.Request, resp: web.StreamResponse) -> None:
 
 class HttpFront:
     def __init__(self, cfg: Config, store: SegmentStore, health: Callable[[], dict[str, object]],
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, routes: Callable[[web.Application], None] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.health = health
@@ -83,6 +83,8 @@ class HttpFront:
         HlsHandlers(cfg, store, gate).add_routes(self.app)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics_view)
+        if routes is not None:  # more endpoints on the same front (the chat WebSocket)
+            routes(self.app)
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.guard: ConnectionGuard | None = None

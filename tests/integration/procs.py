@@ -52,6 +52,7 @@ class EdgeProcess:
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.relay_port = free_port()  # the relay listener (it runs once the edge is enrolled)
+        self.irc_port = free_port()  # chat over IRC/TCP
         self.channels = channels
         self.extra = extra or ["--no-srt", "--no-transcode"]  # passthrough unless a test asks
         self.proc: subprocess.Popen[bytes] | None = None
@@ -67,7 +68,7 @@ class EdgeProcess:
     def start(self) -> EdgeProcess:
         args = [sys.executable, "-m", "edged", "run", "--data-dir", str(self.data_dir),
                 "--rtmp", f"127.0.0.1:{self.rtmp_port}", "--http", f"127.0.0.1:{self.http_port}",
-                "--relay", f"127.0.0.1:{self.relay_port}", *self.extra]
+                "--relay", f"127.0.0.1:{self.relay_port}", "--irc", f"127.0.0.1:{self.irc_port}", *self.extra]
         for name, key in self.channels.items():
             args += ["--channel", f"{name}:{key}"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
