@@ -3,8 +3,9 @@
 Exit codes: 0 ok, 1 operational error (controller unreachable, token refused, no such node), 2 usage or
 configuration error (argparse's own errors included). Errors are one line on stderr saying what to do.
 Data goes to stdout (tables for people, `-o json` for scripts); `token create` prints only tokens and
-`channel create` / `channel rotate-key` only the stream key. `route` exits 1 when no node can serve
-the viewer; `relay tree` exits 1 when the channel is not live; `drain` exits 1 when the node is not
+`channel create` / `channel rotate-key` only the stream key, `chat token` only the chatter token. `route`
+exits 1 when no node can serve the viewer; a `chat` moderation verb exits 1 when the room's rules refuse it
+(already banned, no such ban, ...); `relay tree` exits 1 when the channel is not live; `drain` exits 1 when the node is not
 empty by the end of --wait.
 
 The admin token comes from --token, else $ORIGINCTL_TOKEN, else `token` in the CLI config file
@@ -138,11 +139,61 @@ def build_parser() -> argparse.ArgumentParser:
     un = sub.add_parser("uncordon", help="let a drained node take viewers and transcodes again")
     un.add_argument("id", metavar="NODE")
 
+    _chat_parser(sub, output)
+
     d = sub.add_parser("discover", help="list edged appliances announced on the LAN (mDNS)")
     d.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to listen (default 3)")
     d.add_argument("--controllers", action="store_true", help="list controllers instead of edges")
     output(d)
     return p
+
+
+def _chat_parser(sub: Any, output: Any) -> None:
+    from edged.chat.model import ROLES
+
+    chat = sub.add_parser("chat", help="live chat: moderation across the fleet, chatter tokens")
+    cs = chat.add_subparsers(dest="chat_command", metavar="VERB", required=True)
+
+    tok = cs.add_parser("token", help="mint a chatter token signed by the controller's own key (only the token "
+                                      "on stdout; PASS oauth:TOKEN)")
+    tok.add_argument("--user", required=True, metavar="ID", help="the chatter's stable user ID (user-id tag)")
+    tok.add_argument("--login", required=True, metavar="NAME", help="the IRC nick (1-25 of a-z 0-9 _)")
+    tok.add_argument("--display-name", default="", metavar="NAME")
+    tok.add_argument("--role", action="append", default=[], choices=ROLES, help="repeat for several roles")
+    tok.add_argument("--color", default="", metavar="#RRGGBB")
+    tok.add_argument("--ttl", type=_duration, default=3600.0, metavar="DURATION", help="e.g. 15m, 1h (default), 7d")
+
+    def room(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("channel", metavar="CHANNEL", help="the room (channel name, '#' optional)")
+
+    ban = cs.add_parser("ban", help="ban a chatter from a room on every edge")
+    room(ban)
+    ban.add_argument("user", metavar="USER", help="login")
+    ban.add_argument("--reason", default="")
+    to = cs.add_parser("timeout", help="time a chatter out of a room on every edge")
+    room(to)
+    to.add_argument("user", metavar="USER", help="login")
+    to.add_argument("duration", nargs="?", type=_duration, default=0.0, metavar="DURATION",
+                    help="e.g. 30s, 10m (default: the rules' default, 10m), 1d")
+    to.add_argument("--reason", default="")
+    ub = cs.add_parser("unban", help="lift a chatter's ban or timeout")
+    room(ub)
+    ub.add_argument("user", metavar="USER", help="login")
+    de = cs.add_parser("delete", help="delete one message (its id tag) on every edge")
+    room(de)
+    de.add_argument("message_id", metavar="MSGID")
+    sl = cs.add_parser("slow", help="slow mode: one message per chatter per interval (off or 0 to end it)")
+    room(sl)
+    sl.add_argument("interval", metavar="DURATION|off", help="e.g. 30s, 2m; off")
+    mo = cs.add_parser("mode", help="show a room's modes, or switch them")
+    room(mo)
+    mo.add_argument("--subscribers", action=argparse.BooleanOptionalAction, help="subscribers-only mode")
+    mo.add_argument("--emote-only", action=argparse.BooleanOptionalAction, help="emote-only mode")
+    mo.add_argument("--r9k", action=argparse.BooleanOptionalAction, help="unique-chat (r9k) mode")
+    output(mo)
+    bans = cs.add_parser("bans", help="a room's bans and timeouts")
+    room(bans)
+    output(bans)
 
 
 # --- credentials ------------------------------------------------------------------------------------
@@ -418,10 +469,78 @@ def cmd_uncordon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moderated(args: argparse.Namespace, result: Any) -> int:
+    room = f"#{result.room.room}"
+    if result.ok:
+        print(f"{room}: {result.text or result.notice_id or 'done'}")
+        return 0
+    print(f"originctl: {room}: {result.text} ({result.notice_id})", file=sys.stderr)
+    return 1
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from originctl import render
+
+    verb = args.chat_command
+    with _client(args) as c:
+        if verb == "token":
+            token, expires_ms = c.chat_token(args.user, args.login, display_name=args.display_name,
+                                             roles=tuple(args.role), ttl_seconds=args.ttl, color=args.color)
+            print(token)
+            if sys.stderr.isatty():
+                print(f"expires {render.when(expires_ms)}. In an IRC client: PASS oauth:TOKEN, NICK {args.login.lower()}",
+                      file=sys.stderr)
+            return 0
+        if verb == "ban":
+            return _moderated(args, c.chat_moderate(args.channel, "ban", target_login=args.user, reason=args.reason))
+        if verb == "timeout":
+            if args.duration and not 1 <= args.duration <= 1_209_600:
+                raise UsageError("a timeout lasts between 1s and 14d")
+            return _moderated(args, c.chat_moderate(args.channel, "timeout", target_login=args.user,
+                                                    seconds=int(args.duration), reason=args.reason))
+        if verb == "unban":
+            return _moderated(args, c.chat_moderate(args.channel, "unban", target_login=args.user))
+        if verb == "delete":
+            return _moderated(args, c.chat_moderate(args.channel, "delete", target_msg_id=args.message_id))
+        if verb == "slow":
+            seconds = 0 if args.interval.strip().lower() == "off" else int(_duration_arg(args.interval))
+            if seconds > 1800:
+                raise UsageError("slow mode: at most 30m between messages")
+            if seconds == 0:
+                return _moderated(args, c.chat_moderate(args.channel, "slowoff"))
+            return _moderated(args, c.chat_moderate(args.channel, "slow", seconds=seconds))
+        if verb == "mode":
+            rc = 0
+            for flag, on, off in (("subscribers", "subscribers", "subscribersoff"),
+                                  ("emote_only", "emoteonly", "emoteonlyoff"), ("r9k", "r9kbeta", "r9kbetaoff")):
+                value = getattr(args, flag)
+                if value is not None:
+                    rc = max(rc, _moderated(args, c.chat_moderate(args.channel, on if value else off)))
+            view = c.chat_room(args.channel)
+            if args.output == "json":
+                _json(view)
+            else:
+                print(render.chat_modes_text(view))
+            return rc
+        view = c.chat_room(args.channel)  # bans
+    if args.output == "json":
+        _json(view.restrictions)
+    else:
+        print(render.chat_bans_table(view, _now_ms()))
+    return 0
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return _duration(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 COMMANDS = {"serve": cmd_serve, "nodes": cmd_nodes, "node": cmd_node, "events": cmd_events, "top": cmd_top,
             "token": cmd_token, "discover": cmd_discover, "channel": cmd_channel, "channels": cmd_channels,
             "streams": cmd_streams, "route": cmd_route, "relay": cmd_relay, "drain": cmd_drain,
-            "uncordon": cmd_uncordon}
+            "uncordon": cmd_uncordon, "chat": cmd_chat}
 
 
 def main(argv: list[str] | None = None) -> int:

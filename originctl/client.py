@@ -15,8 +15,18 @@ from edged.common.hostport import join_hostport
 from edgenet.v1 import admin_pb2, admin_pb2_grpc
 from originctl import errors, trust
 from originctl.config import parse_hostport
-from originctl.model import Channel, Event, Node, NodeState, RelayTreeView, Route, StreamRecord
-from originctl.server import convert
+from originctl.model import (
+    Channel,
+    ChatModeration,
+    ChatRoomView,
+    Event,
+    Node,
+    NodeState,
+    RelayTreeView,
+    Route,
+    StreamRecord,
+)
+from originctl.server import chat_convert, convert
 
 DEFAULT_TIMEOUT = 10.0  # s per call
 
@@ -120,3 +130,22 @@ class AdminClient:
     def relay_trees(self, channel: str = "") -> list[RelayTreeView]:
         resp = self._call(self._stub.ListRelayTrees, admin_pb2.ListRelayTreesRequest(channel=channel))
         return [convert.relay_tree_from_pb(t) for t in resp.trees]
+
+    # --- chat -------------------------------------------------------------------------------------
+
+    def chat_moderate(self, room: str, action: str, *, target_login: str = "", target_msg_id: str = "",
+                      seconds: int = 0, reason: str = "") -> ChatModeration:
+        req = admin_pb2.ChatModerateRequest(room=room, action=action, target_login=target_login,
+                                            target_msg_id=target_msg_id, seconds=seconds, reason=reason)
+        return chat_convert.moderation_from_pb(self._call(self._stub.ChatModerate, req))
+
+    def chat_room(self, room: str) -> ChatRoomView:
+        return chat_convert.chat_room_from_pb(self._call(self._stub.GetChatRoom, admin_pb2.GetChatRoomRequest(room=room)))
+
+    def chat_token(self, user_id: str, login: str, *, display_name: str = "", roles: tuple[str, ...] = (),
+                   ttl_seconds: float = 0, color: str = "") -> tuple[str, int]:
+        """(token, expiry in unix ms)."""
+        resp = self._call(self._stub.CreateChatToken, admin_pb2.CreateChatTokenRequest(
+            user_id=user_id, login=login, display_name=display_name, roles=list(roles), ttl_seconds=ttl_seconds,
+            color=color))
+        return resp.token, resp.expires_unix_ms

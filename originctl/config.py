@@ -19,6 +19,15 @@ Controller TOML (every key optional; flags win):
     [relay]
     max_children = 20             # subscriptions one node serves per channel before relay nodes take more
     max_depth = 3                 # hops from the ingest edge to the deepest edge (1 to 3)
+    [chat]
+    jwt_public_keys = []          # PEM files of the keys that sign chatters' tokens (your auth service's);
+                                  # [] = the controller's own Ed25519 key, made on first start in the data
+                                  # dir (chat-signing.key, 0600): `originctl chat token` mints with it
+    resume_events = 1000          # events kept per room for edges that reconnect (older: a gap notice)
+    [chat.limits]                 # the room rules' limits (edged.chat.model.ChatLimits), fleet-wide
+    messages_per_window = 20      # per user per room per window_seconds (moderators: 100)
+    window_seconds = 30.0
+    max_body_chars = 500
 
 CLI TOML ($ORIGINCTL_CONFIG, else $XDG_CONFIG_HOME/originctl/config.toml, else
 ~/.config/originctl/config.toml):
@@ -35,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edged.chat.model import ChatLimits
 from edged.common.hostport import HostPortError, split_hostport
 from edged.common.tomlconfig import ConfigValueError, build, read_toml
 from originctl.errors import ConfigError
@@ -57,6 +67,13 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class ChatConfig:
+    jwt_public_keys: tuple[str, ...] = ()
+    resume_events: int = 1000
+    limits: ChatLimits = ChatLimits()
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     data_dir: str = "./var/origin"
     grpc: str = "0.0.0.0:50051"
@@ -69,6 +86,7 @@ class ServeConfig:
     trusted_proxies: tuple[str, ...] = ()
     health: HealthConfig = field(default_factory=HealthConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
 
     @property
     def data_path(self) -> Path:
@@ -127,6 +145,33 @@ def validate_serve(cfg: ServeConfig) -> None:
         raise ConfigError("relay.max_children", "expected between 1 and 10000")
     if not 1 <= cfg.relay.max_depth <= 3:
         raise ConfigError("relay.max_depth", "expected 1, 2 or 3 (hops from the ingest edge)")
+    validate_chat(cfg.chat)
+
+
+def validate_chat(chat: ChatConfig) -> None:
+    for i, path in enumerate(chat.jwt_public_keys):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError as exc:
+            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"cannot read {path}: {exc.strerror or exc}") from None
+        if b"-----BEGIN" not in head:
+            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"no PEM key in {path}")
+    if not 0 <= chat.resume_events <= 1_000_000:
+        raise ConfigError("chat.resume_events", "expected between 0 and 1000000")
+    lim = chat.limits
+    for name, n in (("messages_per_window", lim.messages_per_window),
+                    ("moderator_messages_per_window", lim.moderator_messages_per_window),
+                    ("max_body_chars", lim.max_body_chars), ("history_messages", lim.history_messages),
+                    ("timeout_max_seconds", lim.timeout_max_seconds),
+                    ("default_timeout_seconds", lim.default_timeout_seconds)):
+        if not 1 <= n <= 10_000_000:
+            raise ConfigError(f"chat.limits.{name}", "expected between 1 and 10000000")
+    for name, x in (("window_seconds", lim.window_seconds), ("duplicate_seconds", lim.duplicate_seconds),
+                    ("nonce_seconds", lim.nonce_seconds), ("history_seconds", lim.history_seconds),
+                    ("r9k_seconds", lim.r9k_seconds)):
+        if not 0 <= x <= 86_400 * 30:  # also refuses nan
+            raise ConfigError(f"chat.limits.{name}", "expected between 0 and 2592000 seconds")
 
 
 def client_config_path() -> Path:

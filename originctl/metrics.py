@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,16 @@ class ControllerMetrics:
         self.relay_parent_requests = Counter(
             "originctl_relay_parent_requests", "GetRelayParent answers by result: ok, not_live, unserved (live, but "
             "nobody can serve that node), refused (it ingests the channel)", ["result"], registry=r)
+        self.chat_rooms = Gauge("originctl_chat_rooms", "Chat rooms the hub holds (watched by an edge, or used "
+                                "within the history window)", registry=r)
+        self.chat_messages = Counter(
+            "originctl_chat_messages", "Chat submissions the hub ordered, by result: accepted (delivered to the "
+            "room), refused (a NOTICE to the sender only), command (a moderator's command carried out), duplicate "
+            "(a retry or replay already seen: dropped)", ["result"], registry=r)
+        for result in ("accepted", "refused", "command", "duplicate"):
+            self.chat_messages.labels(result)
+        self.chat_fanout = Counter("originctl_chat_fanout", "Chat room events queued to edges (one per event per "
+                                   "edge watching the room)", registry=r)
 
         # The per-node/per-GPU families are written by fleet_metrics.fleet_exposition (about ten times cheaper
         # at fleet size than collector objects); the collector adds only the extra gauges.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from edged.chat.model import Restriction, RoomModes
 from edged.common.gpu import GpuSample as GpuSample  # re-exported: part of the controller's domain
 from edged.common.gpu import GpuStatus as GpuStatus
 from edged.common.hostport import join_hostport
@@ -238,6 +239,39 @@ class Route:
     client_location: tuple[float, float] | None = None
     chain: tuple[str, ...] = ()  # relay path from the ingest edge to the chosen node (ingest, relays..., node)
     carrying: bool = False  # the chosen node carries the channel already
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRoomRecord:
+    """What the store keeps of a chat room: its rules state, and the seq no event of it has gone past."""
+
+    room: str
+    room_id: str
+    modes: RoomModes = RoomModes()
+    restrictions: tuple[Restriction, ...] = ()
+    seq: int = 0  # every seq the hub issued for the room is at most this (reserved ahead, exact after a stop)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRoomView:
+    """A chat room as `originctl chat bans|mode` shows it."""
+
+    room: str
+    room_id: str = ""
+    modes: RoomModes = RoomModes()
+    restrictions: tuple[Restriction, ...] = ()  # live bans (until 0) and timeouts, by login
+    head_seq: int = 0
+    watching_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatModeration:
+    """The answer to an operator's moderation action."""
+
+    ok: bool
+    notice_id: str
+    text: str
+    room: ChatRoomView
 
 
 # --- plain-dict forms, for `-o json` and the recorded samples under tests/data/nvml/ -----------------

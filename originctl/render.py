@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from originctl.model import (
     Channel,
+    ChatRoomView,
     Event,
     GpuSample,
     GpuStatus,
@@ -325,3 +326,38 @@ def relay_tree_text(t: RelayTreeView) -> str:
     if why:
         lines += ["", "Why:", *why]
     return "\n".join(lines)
+
+
+def _remaining(until_ms: int, now_ms: int) -> str:
+    s = max(0.0, (until_ms - now_ms) / 1000)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s // 60:.0f}m{s % 60:02.0f}s"
+    if s < 86400:
+        return f"{s // 3600:.0f}h{s % 3600 // 60:02.0f}m"
+    return f"{s / 86400:.1f}d"
+
+
+def chat_bans_table(room: ChatRoomView, now_ms: int) -> str:
+    """`originctl chat bans CHANNEL`: one line per ban or timeout, bans first."""
+    rows = [[r.login, r.user_id or "-", "ban" if r.until_ms == 0 else "timeout",
+             "never" if r.until_ms == 0 else f"{when(r.until_ms)} (in {_remaining(r.until_ms, now_ms)})",
+             r.reason or "-"]
+            for r in sorted(room.restrictions, key=lambda r: (r.until_ms != 0, r.login))]
+    return table(["LOGIN", "USER-ID", "KIND", "EXPIRES", "REASON"], rows)
+
+
+def chat_modes_text(room: ChatRoomView) -> str:
+    """`originctl chat mode CHANNEL`: the room's modes, one per line."""
+    m = room.modes
+    watching = ", ".join(room.watching_nodes) or "none"
+    return "\n".join([
+        f"room:          #{room.room} (room-id {room.room_id})",
+        f"slow:          {f'{m.slow_seconds}s' if m.slow_seconds else 'off'}",
+        f"subscribers:   {'on' if m.subscribers_only else 'off'}",
+        f"emote-only:    {'on' if m.emote_only else 'off'}",
+        f"r9k:           {'on' if m.r9k else 'off'}",
+        f"bans/timeouts: {len(room.restrictions)}",
+        f"edges:         {watching}",
+    ])

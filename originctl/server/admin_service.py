@@ -6,6 +6,7 @@ import functools
 import hmac
 import ipaddress
 import itertools
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,13 +14,18 @@ from typing import Any, TypeVar
 
 import grpc
 
+from edged.chat.identity import key_id, mint
+from edged.chat.model import ROLES, Moderation, ModerationAction
 from edgenet.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from originctl import trust
-from originctl.errors import NotAuthenticated, OriginctlError, UsageError
+from originctl.errors import Conflict, NotAuthenticated, OriginctlError, UsageError
 from originctl.metrics import ControllerMetrics
 from originctl.model import Channel, ChannelRecord, TokenRecord
 from originctl.server import convert
 from originctl.server.channels import ChannelBook, check_name
+from originctl.server.chat_convert import chat_room_to_pb
+from originctl.server.chat_hub import ChatHub, check_room
+from originctl.server.chat_keys import ChatKeys
 from originctl.server.edge_service import set_draining_command
 from originctl.server.numbering import NumberingBook
 from originctl.server.registry import Registry
@@ -35,6 +41,8 @@ MAX_EVENTS_PER_CALL = 10_000
 DEFAULT_EVENTS = 100
 DEFAULT_STREAMS = 100  # ended streams listed with --all
 MAX_STREAMS_PER_CALL = 10_000
+DEFAULT_CHAT_TOKEN_TTL = 3600.0  # s
+MAX_CHAT_TOKEN_TTL = 365 * 86400.0  # s
 
 R = TypeVar("R")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
@@ -62,8 +70,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, registry: Registry, store: Store, admin_token: str, token_path: Path,
                  ca_fingerprint: str, metrics: ControllerMetrics, channels: ChannelBook | None = None,
                  streams: StreamBook | None = None, router: Router | None = None, *,
-                 relays: RelayBook | None = None, numbering: NumberingBook | None = None) -> None:
+                 relays: RelayBook | None = None, numbering: NumberingBook | None = None,
+                 chat: ChatHub | None = None, chat_keys: ChatKeys | None = None) -> None:
         self.registry = registry
+        self.chat = chat
+        self.chat_keys = chat_keys
         self.store = store
         self.channels = channels if channels is not None else ChannelBook(store)
         self.streams = streams if streams is not None else StreamBook(store)
@@ -208,3 +219,66 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         else:
             views = self.relays.views()
         return admin_pb2.ListRelayTreesResponse(trees=[convert.relay_tree_to_pb(v) for v in views])
+
+    # --- chat ----------------------------------------------------------------------------------------
+
+    def _hub(self) -> ChatHub:
+        if self.chat is None:
+            raise UsageError("chat is not running on this controller")
+        return self.chat
+
+    @admin_rpc
+    async def ChatModerate(self, request: admin_pb2.ChatModerateRequest,
+                           context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ChatModerateResponse:
+        hub = self._hub()
+        room = chat_room_name(request.room)
+        try:
+            action = ModerationAction(request.action)
+        except ValueError:
+            raise UsageError(f"unknown moderation action {request.action!r}: expected one of "
+                             f"{', '.join(a.value for a in ModerationAction)}") from None
+        outcome = await hub.moderate(Moderation(room=room, action=action, target_login=request.target_login,
+                                                target_msg_id=request.target_msg_id, seconds=request.seconds,
+                                                reason=request.reason))
+        v = outcome.verdict
+        ok = v.ok if v is not None else outcome.accepted
+        return admin_pb2.ChatModerateResponse(ok=ok, notice_id=v.notice_id if v is not None else "",
+                                              text=v.text if v is not None else "", room=chat_room_to_pb(hub.view(room)))
+
+    @admin_rpc
+    async def GetChatRoom(self, request: admin_pb2.GetChatRoomRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ChatRoomInfo:
+        return chat_room_to_pb(self._hub().view(chat_room_name(request.room)))
+
+    @admin_rpc
+    async def CreateChatToken(self, request: admin_pb2.CreateChatTokenRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.CreateChatTokenResponse:
+        keys = self.chat_keys
+        if keys is None or keys.signing_key is None:
+            raise Conflict("this controller trusts the keys in [chat] jwt_public_keys and holds no signing key: "
+                           "tokens come from the auth service that signs with them")
+        if not request.user_id:
+            raise UsageError("--user is required: the chatter's stable user ID (the token's sub)")
+        login = request.login.lower()
+        if not LOGIN_RE.fullmatch(login):
+            raise UsageError(f"--login {request.login!r}: expected 1-25 characters of a-z 0-9 _")
+        unknown = sorted(set(request.roles) - set(ROLES))
+        if unknown:
+            raise UsageError(f"unknown role {unknown[0]!r}: expected {', '.join(ROLES)}")
+        ttl = request.ttl_seconds or DEFAULT_CHAT_TOKEN_TTL
+        if not 0 < ttl <= MAX_CHAT_TOKEN_TTL:
+            raise UsageError(f"--ttl must be between 1s and {MAX_CHAT_TOKEN_TTL / 86400:g}d")
+        now = time.time()
+        token = mint(keys.signing_key, user_id=request.user_id, login=login, display_name=request.display_name,
+                     roles=request.roles, ttl_seconds=ttl, now=now, color=request.color)
+        return admin_pb2.CreateChatTokenResponse(token=token, expires_unix_ms=int((now + ttl) * 1000),
+                                                 key_id=key_id(keys.signing_key.public_key()))
+
+
+LOGIN_RE = re.compile(r"[a-z0-9_]{1,25}")
+
+
+def chat_room_name(raw: str) -> str:
+    """A room as operators name it: the channel name, with or without IRC's '#', in any case (TMI's are
+    lower-case)."""
+    return check_room(raw.removeprefix("#").lower())

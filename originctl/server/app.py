@@ -1,7 +1,7 @@
 """The controller's composition root: start in order, stop in reverse.
 
     store → CA + server certificate + admin token → registry → channels, streams, numbering, relay trees
-          → router (+ GeoIP)
+          → router (+ GeoIP) → chat keys + chat hub
           → edge port (mutual TLS) → main port (enrollment + admin, TLS) → HTTP (/healthz, /metrics,
           /play) → mDNS announcement
 """
@@ -19,7 +19,7 @@ import grpc
 from aiohttp import web
 
 from edged.common.hostport import join_hostport
-from edgenet.v1 import admin_pb2_grpc, edge_pb2_grpc
+from edgenet.v1 import admin_pb2_grpc, chat_pb2_grpc, edge_pb2_grpc
 from originctl import __version__
 from originctl.config import ServeConfig, parse_hostport
 from originctl.errors import ConfigError, OriginctlError
@@ -27,6 +27,9 @@ from originctl.metrics import ControllerMetrics
 from originctl.model import NodeState
 from originctl.server.admin_service import AdminServicer
 from originctl.server.channels import ChannelBook
+from originctl.server.chat_hub import ChatHub
+from originctl.server.chat_keys import ChatKeys, load_chat_keys
+from originctl.server.chat_service import ChatServicer
 from originctl.server.edge_service import EdgeServicer, EnrollmentServicer
 from originctl.server.enrollment import CertificateAuthority, ensure_admin_token, write_private
 from originctl.server.geoip import GeoIp
@@ -76,6 +79,8 @@ class Controller:
                                 RelayPolicy(max_children=cfg.relay.max_children, max_depth=cfg.relay.max_depth))
         self.router = Router(self.registry, self.channels, self.streams, self.metrics,
                              trusted_proxies=cfg.trusted_proxies, relays=self.relays)
+        self.chat = ChatHub(self.store, self.metrics, cfg.chat.limits, resume_events=cfg.chat.resume_events)
+        self.chat_keys = ChatKeys(public_pems=())
         self.http_app: web.Application = make_app(self.registry, self.metrics, self.router)
         self.ca: CertificateAuthority | None = None
         self.admin_token = ""
@@ -90,6 +95,7 @@ class Controller:
         self._store_open = False
         self._registry_started = False
         self._router_started = False
+        self._chat_started = False
 
     async def start(self) -> None:
         try:
@@ -127,11 +133,16 @@ class Controller:
                 raise ConfigError("geoip_database", str(exc)) from None
         await self.router.start()
         self._router_started = True
+        self.chat_keys = await asyncio.to_thread(load_chat_keys, cfg.chat.jwt_public_keys, self.data_path)
+        await self.chat.load()
+        self.chat.start()
+        self._chat_started = True
 
         self._edge = grpc.aio.server(options=_EDGE_OPTIONS)
         edge_pb2_grpc.add_EdgeServiceServicer_to_server(
             EdgeServicer(self.registry, self.channels, self.streams, self.metrics, relays=self.relays,
-                         numbering=self.numbering, ca=self.ca), self._edge)
+                         numbering=self.numbering, ca=self.ca, chat_keys=self.chat_keys.public_pems), self._edge)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.chat, self.registry), self._edge)
         self.edge_port = self._bind(self._edge, edge_host, edge_port, "edge_grpc", grpc.ssl_server_credentials(
             [(key_pem, chain_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True))
 
@@ -141,7 +152,8 @@ class Controller:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.registry, self.store, self.admin_token, self.admin_token_path.resolve(),
                           self.ca.fingerprint, self.metrics, self.channels, self.streams, self.router,
-                          relays=self.relays, numbering=self.numbering), self._main)
+                          relays=self.relays, numbering=self.numbering, chat=self.chat, chat_keys=self.chat_keys),
+            self._main)
         self.grpc_port = self._bind(self._main, grpc_host, grpc_port, "grpc",
                                     grpc.ssl_server_credentials([(key_pem, chain_pem)], require_client_auth=False))
         await self._edge.start()
@@ -201,6 +213,9 @@ class Controller:
         for entry in self.registry.nodes.values():  # end edge streams first, so stop() need not wait
             if entry.session is not None:
                 entry.session.closed.set()
+        if self._chat_started:  # chat streams end too; each room's exact head is stored
+            self._chat_started = False
+            await self.chat.stop()
         servers = [s for s in (self._main, self._edge) if s is not None]
         self._main = self._edge = None
         await asyncio.gather(*(s.stop(GRACE) for s in servers))

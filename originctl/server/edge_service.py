@@ -101,13 +101,36 @@ def _auth_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> bytes 
     return values[0] if values else None
 
 
+async def identify_node(registry: Registry, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The enrolled node the peer's client certificate names (the mutual-TLS port already refused peers
+    without a CA-signed one); aborts the RPC for a removed node or a superseded certificate."""
+    cn = _auth_value(context, "x509_common_name")
+    pem = _auth_value(context, "x509_pem_cert")
+    if cn is None or pem is None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            "a client certificate is required: enroll with --enroll-token first")
+        raise AssertionError("unreachable")
+    node_id = cn.decode()
+    entry = registry.get(node_id)
+    if entry is None or entry.record.revoked:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"node {node_id} is not enrolled here (removed?): enroll again with a new token")
+        raise AssertionError("unreachable")
+    if peer_serial_hex(pem) != entry.record.cert_serial:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"this certificate of node {node_id} was superseded: use the newest one")
+    return node_id
+
+
 class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     """Runs on the mutual-TLS port: the TLS layer already refused peers without a CA-signed certificate."""
 
     def __init__(self, registry: Registry, channels: ChannelBook | None = None, streams: StreamBook | None = None,
                  metrics: ControllerMetrics | None = None, *, relays: RelayBook | None = None,
-                 numbering: NumberingBook | None = None, ca: CertificateAuthority | None = None) -> None:
+                 numbering: NumberingBook | None = None, ca: CertificateAuthority | None = None,
+                 chat_keys: tuple[bytes, ...] = ()) -> None:
         self.registry = registry
+        self.chat_keys = chat_keys  # PEM public keys that verify chatters' tokens, pushed after the key table
         self.channels = channels if channels is not None else ChannelBook(registry.store)
         self.streams = streams if streams is not None else StreamBook(registry.store)
         self.metrics = metrics if metrics is not None else registry.metrics
@@ -117,22 +140,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self.channels.listeners.append(self._channel_changed)
 
     async def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        cn = _auth_value(context, "x509_common_name")
-        pem = _auth_value(context, "x509_pem_cert")
-        if cn is None or pem is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "a client certificate is required: enroll with --enroll-token first")
-            raise AssertionError("unreachable")
-        node_id = cn.decode()
-        entry = self.registry.get(node_id)
-        if entry is None or entry.record.revoked:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"node {node_id} is not enrolled here (removed?): enroll again with a new token")
-            raise AssertionError("unreachable")
-        if peer_serial_hex(pem) != entry.record.cert_serial:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"this certificate of node {node_id} was superseded: use the newest one")
-        return node_id
+        return await identify_node(self.registry, context)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         node_id = await self._identify(context)
@@ -160,6 +168,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                     chunk = table[i:i + KEY_TABLE_CHUNK]
                     await context.write(convert.key_table_to_pb(chunk, full=i == 0,
                                                                 more=i + KEY_TABLE_CHUNK < len(table)))
+                if self.chat_keys:
+                    await context.write(chat_keys_message(self.chat_keys))
             # then the relay map, through the outbox: changes planned from here on follow it there
             self.relays.async_session_opened(node_id, session)
         except BaseException:
@@ -208,7 +218,6 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                          msg.command_result.ok, msg.command_result.detail)
             elif kind == "hello":
                 self.registry.async_attach(node_id, convert.node_info_from_pb(msg.hello.info), session)
-            # chat: the chat relay
 
     async def _pump(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """The session's outbox down the stream; a Pulse whenever nothing else went for `pulse_seconds`. A
@@ -241,6 +250,16 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             msg = convert.key_invalidation_to_pb(rec.name)
         else:
             msg = convert.key_table_to_pb([(rec.name, rec.key_sha256)], full=False)
+        for entry in self.registry.nodes.values():
+            if entry.session is not None:
+                entry.session.async_send(msg)
+
+    def async_set_chat_keys(self, pems: tuple[bytes, ...]) -> None:
+        """New token verification keys: down every open edge stream (edges replace their cached set)."""
+        if pems == self.chat_keys:
+            return
+        self.chat_keys = pems
+        msg = chat_keys_message(pems)
         for entry in self.registry.nodes.values():
             if entry.session is not None:
                 entry.session.async_send(msg)
@@ -311,6 +330,10 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self.registry.async_event(node_id, "certificate", "renewed (now also for its relay listener)")
         log.info("node %s: certificate renewed (serial %s)", node_id, issued.serial_hex)
         return edge_pb2.RenewCertificateResponse(certificate_pem=issued.cert_pem)
+
+
+def chat_keys_message(pems: tuple[bytes, ...]) -> edge_pb2.ControllerMessage:
+    return edge_pb2.ControllerMessage(chat_keys=edge_pb2.ChatKeys(public_key_pem=list(pems)))
 
 
 def set_draining_command(command_id: int, draining: bool) -> edge_pb2.ControllerMessage:

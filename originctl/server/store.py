@@ -8,7 +8,8 @@ the event loop await futures, and jobs that queue up while a transaction runs ar
 Schema changes are appended to MIGRATIONS; `PRAGMA user_version` says how many have run. Migration 2
 adds channels (with the SHA-256 of their stream keys only) and streams (publish sessions and their
 placement); migration 3 the fleet-wide numbering of each channel (next sequence number and
-discontinuity count, which only go up).
+discontinuity count, which only go up); migration 4 chat rooms (modes, the seq no event went past) and
+their bans and timeouts.
 """
 
 from __future__ import annotations
@@ -25,14 +26,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edged.chat.model import Restriction, RoomModes
 from originctl.errors import Conflict, NotFound, StoreError, TokenExpired, TokenInvalid, TokenUsed
-from originctl.model import ChannelRecord, Event, NodeInfo, NodeRecord, NodeState, StreamRecord, TokenRecord
+from originctl.model import (
+    ChannelRecord,
+    ChatRoomRecord,
+    Event,
+    NodeInfo,
+    NodeRecord,
+    NodeState,
+    StreamRecord,
+    TokenRecord,
+)
 
 log = logging.getLogger("originctl.store")
 
 MAX_BATCH = 512  # jobs per transaction: bounds the latency a large batch adds to the next caller
 MAX_EVENTS = 200_000  # rows kept in `events`; the oldest are pruned past this
 MAX_ENDED_STREAMS = 100_000  # ended rows kept in `streams`; the oldest are pruned past this
+MAX_SQLITE_INT = (1 << 63) - 1
 
 
 class Store(abc.ABC):
@@ -122,6 +134,25 @@ class Store(abc.ABC):
     async def update_node_cert(self, node_id: str, cert_serial: str, not_after_ms: int) -> None:
         """The node's certificate was renewed: only the new serial is accepted from now on."""
 
+    # chat (the controller's hub)
+    @abc.abstractmethod
+    async def list_chat_rooms(self, now_ms: int) -> list[ChatRoomRecord]:
+        """Every stored room with its live restrictions (timeouts that lapsed before `now_ms` are deleted)."""
+
+    @abc.abstractmethod
+    async def save_chat_room(self, room: str, room_id: str, modes: RoomModes, seq: int, at_ms: int) -> None:
+        """Insert or update a room's modes and seq bound (the bound only goes up)."""
+
+    @abc.abstractmethod
+    async def save_chat_heads(self, rows: Iterable[tuple[str, str, int]], at_ms: int) -> None:
+        """(room, room ID, seq) rows: set each room's seq bound to exactly `seq` (a clean stop: nothing above
+        it was issued), inserting rooms not stored yet."""
+
+    @abc.abstractmethod
+    async def save_chat_restrictions(self, room: str, upsert: Iterable[Restriction], delete: Iterable[str],
+                                     at_ms: int) -> None:
+        """Insert or replace bans/timeouts by login and delete those of the `delete` logins, atomically."""
+
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -189,6 +220,27 @@ MIGRATIONS: tuple[str, ...] = (
         disc_seq INTEGER NOT NULL,
         node_id TEXT NOT NULL DEFAULT '',
         updated_ms INTEGER NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE chat_rooms (
+        room TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        slow_seconds INTEGER NOT NULL DEFAULT 0,
+        subscribers_only INTEGER NOT NULL DEFAULT 0,
+        emote_only INTEGER NOT NULL DEFAULT 0,
+        r9k INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE chat_restrictions (
+        room TEXT NOT NULL,
+        login TEXT NOT NULL,
+        user_id TEXT NOT NULL DEFAULT '',
+        until_ms INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '',
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (room, login)
     );
     """,
 )
@@ -559,4 +611,53 @@ class SqliteStore(Store):
             if not conn.execute("UPDATE nodes SET cert_serial = ?, cert_not_after_ms = ? WHERE id = ?",
                                 (cert_serial, not_after_ms, node_id)).rowcount:
                 raise NotFound(f"no node {node_id!r}")
+        await self._call(fn)
+
+    # --- chat ---------------------------------------------------------------------------------------
+
+    async def list_chat_rooms(self, now_ms: int) -> list[ChatRoomRecord]:
+        def fn(conn: sqlite3.Connection) -> list[ChatRoomRecord]:
+            conn.execute("DELETE FROM chat_restrictions WHERE until_ms > 0 AND until_ms <= ?", (now_ms,))
+            restrictions: dict[str, list[Restriction]] = {}
+            for r in conn.execute("SELECT * FROM chat_restrictions ORDER BY room, login"):
+                restrictions.setdefault(r["room"], []).append(
+                    Restriction(login=r["login"], user_id=r["user_id"], until_ms=r["until_ms"], reason=r["reason"]))
+            rooms = []
+            for r in conn.execute("SELECT * FROM chat_rooms ORDER BY room"):
+                modes = RoomModes(slow_seconds=r["slow_seconds"], subscribers_only=bool(r["subscribers_only"]),
+                                  emote_only=bool(r["emote_only"]), r9k=bool(r["r9k"]))
+                rooms.append(ChatRoomRecord(room=r["room"], room_id=r["room_id"], modes=modes,
+                                            restrictions=tuple(restrictions.pop(r["room"], ())), seq=r["seq"]))
+            for room, rs in sorted(restrictions.items()):  # restrictions of a room never saved (not expected)
+                rooms.append(ChatRoomRecord(room=room, room_id="", restrictions=tuple(rs)))
+            return rooms
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def save_chat_room(self, room: str, room_id: str, modes: RoomModes, seq: int, at_ms: int) -> None:
+        row = (room, room_id, modes.slow_seconds, int(modes.subscribers_only), int(modes.emote_only), int(modes.r9k),
+               min(max(0, seq), MAX_SQLITE_INT), at_ms)
+        await self._call(lambda conn: conn.execute(
+            "INSERT INTO chat_rooms (room, room_id, slow_seconds, subscribers_only, emote_only, r9k, seq, updated_ms)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (room) DO UPDATE SET room_id = ?2, slow_seconds = ?3,"
+            " subscribers_only = ?4, emote_only = ?5, r9k = ?6, seq = MAX(seq, ?7), updated_ms = ?8", row))
+
+    async def save_chat_heads(self, rows: Iterable[tuple[str, str, int]], at_ms: int) -> None:
+        batch = [(room, room_id, min(max(0, seq), MAX_SQLITE_INT), at_ms) for room, room_id, seq in rows]
+        if batch:
+            await self._call(lambda conn: conn.executemany(
+                "INSERT INTO chat_rooms (room, room_id, seq, updated_ms) VALUES (?1, ?2, ?3, ?4)"
+                " ON CONFLICT (room) DO UPDATE SET seq = ?3, updated_ms = ?4", batch))
+
+    async def save_chat_restrictions(self, room: str, upsert: Iterable[Restriction], delete: Iterable[str],
+                                     at_ms: int) -> None:
+        rows = [(room, r.login, r.user_id, r.until_ms, r.reason, at_ms) for r in upsert]
+        gone = [(room, login) for login in delete]
+        if not rows and not gone:
+            return
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM chat_restrictions WHERE room = ? AND login = ?", gone)
+            conn.executemany(
+                "INSERT OR REPLACE INTO chat_restrictions (room, login, user_id, until_ms, reason, created_ms)"
+                " VALUES (?,?,?,?,?,?)", rows)
         await self._call(fn)
