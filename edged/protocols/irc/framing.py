@@ -93,19 +93,20 @@ class LineBuffer:
             self._check_complete(raw)
             return self._decode(raw)
 
-    def _tags_length(self, raw: bytes | bytearray, limit: int) -> int:
-        """Length of the tag section of ``raw`` (0 without tags); -1 when no space ends it within ``limit``."""
-        if not raw or raw[0] != 0x40:  # '@'
+    @staticmethod
+    def _tags_length(raw: bytes | bytearray, start: int, end: int) -> int:
+        """Length of the tag section of the line at ``raw[start:]`` (0 without tags); -1 when no space ends
+        it before ``end``."""
+        if start >= len(raw) or raw[start] != 0x40:  # '@'
             return 0
-        space = raw.find(b" ", 0, limit)
-        return -1 if space == -1 else space + 1
+        space = raw.find(b" ", start, end)
+        return -1 if space == -1 else space + 1 - start
 
     def _check_partial(self) -> None:
         size = len(self._data) - self._start
         if size <= self.max_line_bytes - 2:
             return
-        head = self._data[self._start : self._start + self.max_tags_bytes]
-        tags = self._tags_length(head, self.max_tags_bytes)
+        tags = self._tags_length(self._data, self._start, self._start + self.max_tags_bytes)
         if tags == -1:
             if size >= self.max_tags_bytes:
                 raise IrcError("tags too long")
@@ -115,7 +116,7 @@ class LineBuffer:
             raise IrcError("line too long")
 
     def _check_complete(self, raw: bytes) -> None:
-        tags = self._tags_length(raw, self.max_tags_bytes)
+        tags = self._tags_length(raw, 0, self.max_tags_bytes)
         if tags == -1:
             # Either the tag section is too long or the line is all tags (no command): both refused.
             raise IrcError("tags too long" if len(raw) >= self.max_tags_bytes else "tags without a command")

@@ -52,8 +52,8 @@ PART and PRIVMSG get 451; an unknown command is a ProtocolViolation (not an IRC 
 unknown command gets 421.
 
 Limits (constructor arguments): ``join_limit`` room joins per ``join_window`` s (default 20 per 10 s,
-each room of a comma list counts): over it the room is refused with a NOTICE ``msg_ratelimit``, and
-three times over it within the window is a ProtocolViolation; ``max_rooms`` rooms per connection
+each room of a comma list counts): over it the room is refused with a NOTICE ``msg_ratelimit``; past
+twice as many refusals within the window (60 attempts at the defaults) it is a ProtocolViolation; ``max_rooms`` rooms per connection
 (NOTICE ``msg_too_many_rooms``); ``login_limit`` NICK/PASS lines per ``login_window`` s (20 per 10 s),
 over it a ProtocolViolation; line and tag sizes as ``framing.LineBuffer``; while a login is pending at
 most ``max_paused_bytes`` are held.
@@ -461,12 +461,24 @@ class ServerSession:
                 if not self._join_refusals.hit(now):
                     self._violate(events, "JOIN flood")
                     return
-                self._send(tmi.notice(tmi.channel(room), "You are joining channels too quickly.",
-                                      tmi.NOTICE_JOIN_RATELIMIT, self.server))
+                self._send(
+                    tmi.notice(
+                        tmi.channel(room),
+                        "You are joining channels too quickly.",
+                        tmi.NOTICE_JOIN_RATELIMIT,
+                        self.server,
+                    )
+                )
                 continue
             if len(self._rooms) + len(self._pending) + len(accepted) >= self.max_rooms:
-                self._send(tmi.notice(tmi.channel(room), "You have joined too many channels.",
-                                      tmi.NOTICE_TOO_MANY_ROOMS, self.server))
+                self._send(
+                    tmi.notice(
+                        tmi.channel(room),
+                        "You have joined too many channels.",
+                        tmi.NOTICE_TOO_MANY_ROOMS,
+                        self.server,
+                    )
+                )
                 continue
             accepted.append(room)
         if accepted:
@@ -535,20 +547,38 @@ class ServerSession:
                 continue  # whispers are not supported
             room = self._room_name(target)
             if room is None or (room not in self._rooms and room not in self._pending):
-                self._send(tmi.notice(target if room else "*", "You are not in this channel.",
-                                      tmi.NOTICE_NOT_JOINED, self.server))
+                self._send(
+                    tmi.notice(
+                        target if room else "*",
+                        "You are not in this channel.",
+                        tmi.NOTICE_NOT_JOINED,
+                        self.server,
+                    )
+                )
                 continue
             if chatter.anonymous:
-                self._send(tmi.notice(tmi.channel(room), "You need to log in to chat.",
-                                      NoticeId.REQUIRES_LOGIN, self.server))
+                self._send(
+                    tmi.notice(
+                        tmi.channel(room), "You need to log in to chat.", NoticeId.REQUIRES_LOGIN, self.server
+                    )
+                )
                 continue
             nonce = msg.tags.get("client-nonce", "")
             if len(nonce) > MAX_NONCE:
                 nonce = ""
             msg_id = self._new_id()
             self._remember(msg_id)
-            events.append(MessageSubmitted(room, text, msg_id, chatter, nonce,
-                                           _valid_emotes(msg.tags.get("emotes", ""), text), action))
+            events.append(
+                MessageSubmitted(
+                    room,
+                    text,
+                    msg_id,
+                    chatter,
+                    nonce,
+                    _valid_emotes(msg.tags.get("emotes", ""), text),
+                    action,
+                )
+            )
 
     def _remember(self, msg_id: str) -> None:
         self._own_ids.add(msg_id)
@@ -573,8 +603,9 @@ class ServerSession:
                 if Cap.COMMANDS in self.caps and self.chatter is not None:
                     return self._encode(tmi.userstate(event.room, self.chatter, self.server))
                 return b""
-            return self._shared(shared, lambda: tmi.privmsg(event.room, event.room_id or room.room_id, line,
-                                                            self.server))
+            return self._shared(
+                shared, lambda: tmi.privmsg(event.room, event.room_id or room.room_id, line, self.server)
+            )
         if kind is EventKind.ROOMSTATE:
             return self.render_roomstate(event.room, event.modes) if event.modes is not None else b""
         if kind is EventKind.GAP:
@@ -602,8 +633,10 @@ class ServerSession:
         state = self._rooms.get(room)
         if state is None:
             return b""
-        return b"".join(self._encode(tmi.privmsg(room, state.room_id, line, self.server, historical=True))
-                        for line in lines)
+        return b"".join(
+            self._encode(tmi.privmsg(room, state.room_id, line, self.server, historical=True))
+            for line in lines
+        )
 
     def render_roomstate(self, room: str, modes: RoomModes) -> bytes:
         """ROOMSTATE with what changed since this session last rendered the room's modes."""

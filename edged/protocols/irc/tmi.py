@@ -90,8 +90,9 @@ def _display_name(chatter: Chatter) -> str:
     return safe_text(chatter.display_name or chatter.login)
 
 
-def _server_line(command: str, *params: str, server: str, tags: dict[str, str] | None = None,
-                 trailing: bool = False) -> Message:
+def _server_line(
+    command: str, *params: str, server: str, tags: dict[str, str] | None = None, trailing: bool = False
+) -> Message:
     return Message(command, params, server, tags or {}, trailing)
 
 
@@ -106,8 +107,9 @@ def welcome(nick: str, server: str = SERVER) -> list[Message]:
         _server_line("003", nick, "This server is rather new", server=server, trailing=True),
         _server_line("004", nick, "-", server=server, trailing=True),
         _server_line("375", nick, "-", server=server, trailing=True),
-        _server_line("372", nick, "You are in a maze of twisty passages, all alike.", server=server,
-                     trailing=True),
+        _server_line(
+            "372", nick, "You are in a maze of twisty passages, all alike.", server=server, trailing=True
+        ),
         _server_line("376", nick, ">", server=server, trailing=True),
     ]
 
@@ -158,8 +160,9 @@ def part(room: str, login: str, server: str = SERVER) -> Message:
     return Message("PART", (channel(room),), user_source(login, server))
 
 
-def names(room: str, nick: str, members: Iterable[str] = (), server: str = SERVER,
-          max_bytes: int = 510) -> list[Message]:
+def names(
+    room: str, nick: str, members: Iterable[str] = (), server: str = SERVER, max_bytes: int = 510
+) -> list[Message]:
     """353 lines (as many as the names need to stay within ``max_bytes`` each) and the closing 366."""
     source = f"{nick}.{server}"
     listed = [nick] + [m for m in members if m != nick]
@@ -204,8 +207,9 @@ def _mode_tags(modes: RoomModes) -> dict[str, str]:
     }
 
 
-def roomstate(room: str, room_id: str, modes: RoomModes, previous: RoomModes | None = None,
-              server: str = SERVER) -> Message | None:
+def roomstate(
+    room: str, room_id: str, modes: RoomModes, previous: RoomModes | None = None, server: str = SERVER
+) -> Message | None:
     """The full ROOMSTATE (on join, ``previous`` None), or one with only what changed; None if nothing did."""
     now = _mode_tags(modes)
     if previous is None:
@@ -222,7 +226,9 @@ def roomstate(room: str, room_id: str, modes: RoomModes, previous: RoomModes | N
 # --- messages and moderation --------------------------------------------------------------------------
 
 
-def privmsg(room: str, room_id: str, line: ChatLine, server: str = SERVER, historical: bool = False) -> Message:
+def privmsg(
+    room: str, room_id: str, line: ChatLine, server: str = SERVER, historical: bool = False
+) -> Message:
     """A chatter's message as every other member of the room receives it."""
     chatter = line.chatter
     tags = {
@@ -231,26 +237,30 @@ def privmsg(room: str, room_id: str, line: ChatLine, server: str = SERVER, histo
     }
     if line.client_nonce:
         tags["client-nonce"] = line.client_nonce
-    tags.update({
-        "color": chatter.color,
-        "display-name": _display_name(chatter),
-        "emotes": line.emotes,
-        "first-msg": "0",
-        "flags": "",
-    })
+    tags.update(
+        {
+            "color": chatter.color,
+            "display-name": _display_name(chatter),
+            "emotes": line.emotes,
+            "first-msg": "0",
+            "flags": "",
+        }
+    )
     if historical:
         tags["historical"] = "1"
-    tags.update({
-        "id": line.id,
-        "mod": _flag("moderator" in chatter.roles),
-        "returning-chatter": "0",
-        "room-id": room_id,
-        "subscriber": _flag("subscriber" in chatter.roles),
-        "tmi-sent-ts": str(line.sent_ms),
-        "turbo": "0",
-        "user-id": chatter.user_id,
-        "user-type": _user_type(chatter),
-    })
+    tags.update(
+        {
+            "id": line.id,
+            "mod": _flag("moderator" in chatter.roles),
+            "returning-chatter": "0",
+            "room-id": room_id,
+            "subscriber": _flag("subscriber" in chatter.roles),
+            "tmi-sent-ts": str(line.sent_ms),
+            "turbo": "0",
+            "user-id": chatter.user_id,
+            "user-type": _user_type(chatter),
+        }
+    )
     if "vip" in chatter.roles:
         tags["vip"] = "1"
     text = safe_text(line.text)
@@ -269,8 +279,9 @@ def clearchat(event: RoomEvent, server: str = SERVER) -> Message:
         tags["target-user-id"] = event.target_user_id
     tags["tmi-sent-ts"] = str(event.time_ms)
     if event.target_login:
-        return _server_line("CLEARCHAT", channel(event.room), event.target_login, server=server, tags=tags,
-                            trailing=True)
+        return _server_line(
+            "CLEARCHAT", channel(event.room), event.target_login, server=server, tags=tags, trailing=True
+        )
     return _server_line("CLEARCHAT", channel(event.room), server=server, tags=tags)
 
 
@@ -299,7 +310,9 @@ def verdict_notice(verdict: Verdict, server: str = SERVER) -> Message:
 
 
 def gap_notice(room: str, server: str = SERVER) -> Message:
-    return notice(channel(room), "Some messages in this room could not be delivered to you.", NOTICE_GAP, server)
+    return notice(
+        channel(room), "Some messages in this room could not be delivered to you.", NOTICE_GAP, server
+    )
 
 
 # --- connection ---------------------------------------------------------------------------------------

@@ -52,7 +52,9 @@ def logged_in(chatter: Chatter = BOB, caps: bytes = TMIJS_CAPS, **kwargs: object
     return s
 
 
-def joined(room: str = "demo", chatter: Chatter = BOB, caps: bytes = TMIJS_CAPS, **kwargs: object) -> ServerSession:
+def joined(
+    room: str = "demo", chatter: Chatter = BOB, caps: bytes = TMIJS_CAPS, **kwargs: object
+) -> ServerSession:
     s = logged_in(chatter, caps, **kwargs)
     s.receive(f"JOIN #{room}\r\n".encode(), 0.0)
     s.accept_join(room, RoomSnapshot(room, "1001"))

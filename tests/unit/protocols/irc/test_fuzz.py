@@ -22,13 +22,14 @@ from tests.unit.protocols.irc.helpers import new_session
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-_NO_LINE_BREAK = st.characters(blacklist_characters="\x00\r\n", blacklist_categories=("Cs",))
+_NO_LINE_BREAK = st.characters(codec="utf-8", exclude_characters="\x00\r\n")
 tag_keys = st.from_regex(r"\A\+?([a-z0-9.-]{1,8}/)?[A-Za-z0-9-]{1,10}\Z")
-tag_values = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=30)
-middle_params = st.text(st.characters(blacklist_characters="\x00\r\n ", blacklist_categories=("Cs",)),
-                        min_size=1, max_size=12).filter(lambda p: not p.startswith(":"))
+tag_values = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+middle_params = st.text(
+    st.characters(codec="utf-8", exclude_characters="\x00\r\n "), min_size=1, max_size=12
+).filter(lambda p: not p.startswith(":"))
 last_params = st.text(_NO_LINE_BREAK, max_size=40)
-sources = st.text(st.characters(blacklist_characters="\x00\r\n ", blacklist_categories=("Cs",)), max_size=20)
+sources = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r\n "), max_size=20)
 commands = st.one_of(st.from_regex(r"\A[A-Z]{1,10}\Z"), st.from_regex(r"\A[0-9]{3}\Z"))
 
 
@@ -115,8 +116,10 @@ def test_one_byte_feeds_give_the_same_messages(msgs: list[Message]) -> None:
 
 
 @FUZZ
-@given(st.dictionaries(tag_keys, st.text(alphabet="a\r\n; \\", max_size=10), min_size=1, max_size=4),
-       middle_params)
+@given(
+    st.dictionaries(tag_keys, st.text(alphabet="a\r\n; \\", max_size=10), min_size=1, max_size=4),
+    middle_params,
+)
 def test_escaped_crlf_in_tags_stays_inside_one_line(tags: dict[str, str], param: str) -> None:
     msg = Message("PRIVMSG", ("#demo", param), "", tags)
     buf = LineBuffer(max_line_bytes=1 << 16)
@@ -125,8 +128,12 @@ def test_escaped_crlf_in_tags_stays_inside_one_line(tags: dict[str, str], param:
 
 
 @FUZZ
-@given(st.text(alphabet="ab=;\\", max_size=10), st.text(alphabet="ab=; \\", max_size=10),
-       st.sampled_from(["\r\n", "\n", "\r"]), st.lists(st.integers(min_value=0), max_size=4))
+@given(
+    st.text(alphabet="ab=;\\", max_size=10),
+    st.text(alphabet="ab=; \\", max_size=10),
+    st.sampled_from(["\r\n", "\n", "\r"]),
+    st.lists(st.integers(min_value=0), max_size=4),
+)
 def test_raw_crlf_inside_tags(before: str, after: str, ending: str, cuts: list[int]) -> None:
     """A raw line break inside a tag value ends the line there: IrcError or two lines, never a crash."""
     data = f"@k={before}{ending}{after} PRIVMSG #demo :x\r\n".encode()
@@ -148,9 +155,19 @@ CHATTER = Chatter("9", "fuzz", "Fuzz", frozenset({"moderator"}))
 irc_commands = st.sampled_from(
     ["CAP", "PASS", "NICK", "USER", "JOIN", "PART", "PRIVMSG", "PING", "PONG", "QUIT", "WHO", "MODE"]
 )
-cap_params = st.sampled_from(["LS", "LS 302", "REQ :twitch.tv/tags twitch.tv/commands", "REQ :x", "END", "LIST",
-                              "REQ :twitch.tv/membership -twitch.tv/tags", "FOO"])
-plain = st.text(st.characters(blacklist_characters="\x00\r\n", blacklist_categories=("Cs",)), max_size=20)
+cap_params = st.sampled_from(
+    [
+        "LS",
+        "LS 302",
+        "REQ :twitch.tv/tags twitch.tv/commands",
+        "REQ :x",
+        "END",
+        "LIST",
+        "REQ :twitch.tv/membership -twitch.tv/tags",
+        "FOO",
+    ]
+)
+plain = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r\n"), max_size=20)
 
 
 @st.composite
@@ -159,7 +176,9 @@ def client_lines(draw: st.DrawFn) -> bytes:
     if command == "CAP":
         rest = draw(cap_params)
     elif command in ("JOIN", "PART"):
-        rest = ",".join(draw(st.lists(st.sampled_from(["#demo", "#Other", "#x~y", "demo", "#", "0"]), max_size=3)))
+        rest = ",".join(
+            draw(st.lists(st.sampled_from(["#demo", "#Other", "#x~y", "demo", "#", "0"]), max_size=3))
+        )
     elif command == "PRIVMSG":
         target = draw(st.sampled_from(["#demo", "#other", "someone", "#demo,#other"]))
         rest = f"{target} :{draw(plain)}"
@@ -167,13 +186,24 @@ def client_lines(draw: st.DrawFn) -> bytes:
         rest = draw(plain)
     tags = ""
     if draw(st.booleans()):
-        tags = "@" + ";".join(f"{k}={v}" for k, v in draw(st.dictionaries(
-            st.sampled_from(["client-nonce", "emotes", "a", "+x/y"]), plain, max_size=3)).items()) + " "
+        tags = (
+            "@"
+            + ";".join(
+                f"{k}={v}"
+                for k, v in draw(
+                    st.dictionaries(
+                        st.sampled_from(["client-nonce", "emotes", "a", "+x/y"]), plain, max_size=3
+                    )
+                ).items()
+            )
+            + " "
+        )
     return f"{tags}{command} {rest}".encode() + draw(st.sampled_from([b"\r\n", b"\n"]))
 
 
-def run(session: ServerSession, pieces: list[bytes], tick: float = 0.25,
-        joins_at_end: bool = False) -> tuple[list[Event], bytes]:
+def run(
+    session: ServerSession, pieces: list[bytes], tick: float = 0.25, joins_at_end: bool = False
+) -> tuple[list[Event], bytes]:
     """Feed pieces, answering every login at once and every join at once or after the last piece;
     nothing but events may come out."""
     events: list[Event] = []
@@ -201,11 +231,15 @@ def run(session: ServerSession, pieces: list[bytes], tick: float = 0.25,
     out.extend(session.accept_join(room, RoomSnapshot(room, "1")) for room in waiting)
     for event in events:
         if isinstance(event, MessageSubmitted):
-            line = ChatLine(event.id, event.chatter, event.text, 1, event.emotes, event.client_nonce,
-                            action=event.action)
+            line = ChatLine(
+                event.id, event.chatter, event.text, 1, event.emotes, event.client_nonce, action=event.action
+            )
             out.append(session.render_event(RoomEvent(event.room, 1, EventKind.MESSAGE, 1, "1", line)))
-            out.append(session.render_event(RoomEvent(event.room, 2, EventKind.ROOMSTATE, 1, "1",
-                                                      modes=RoomModes(slow_seconds=3))))
+            out.append(
+                session.render_event(
+                    RoomEvent(event.room, 2, EventKind.ROOMSTATE, 1, "1", modes=RoomModes(slow_seconds=3))
+                )
+            )
     return events, b"".join(out)
 
 

@@ -39,7 +39,9 @@ def test_tmijs_login_frames_without_crlf() -> None:
     s = new_session()
     assert s.receive_frame("CAP REQ :twitch.tv/tags twitch.tv/commands twitch.tv/membership", 0.0) == []
     [ack] = read(s.data_to_send())
-    assert ack.serialize() == ":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands twitch.tv/membership"
+    assert (
+        ack.serialize() == ":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands twitch.tv/membership"
+    )
     assert s.caps == Cap.TAGS | Cap.COMMANDS | Cap.MEMBERSHIP
     assert s.receive_frame("PASS oauth:eyJ.abc.DEF", 0.0) == []
     login = only(s.receive_frame(b"NICK bob", 0.0))
@@ -190,8 +192,9 @@ def test_login_uses_the_chatters_login_not_the_nick() -> None:
     assert s.nick == "bob"
 
 
-@pytest.mark.parametrize("line", [b"NICK", b"NICK :a b", b"NICK #chan", b"NICK -x", b"NICK " + b"x" * 65,
-                                  "NICK jörg".encode()])
+@pytest.mark.parametrize(
+    "line", [b"NICK", b"NICK :a b", b"NICK #chan", b"NICK -x", b"NICK " + b"x" * 65, "NICK jörg".encode()]
+)
 def test_invalid_nick(line: bytes) -> None:
     s = new_session()
     events = s.receive(line + b"\r\n", 0.0)
@@ -228,7 +231,9 @@ def test_commands_before_login() -> None:
 
 def test_not_irc_before_login_is_a_violation() -> None:
     s = new_session()
-    assert s.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0) == [ProtocolViolation("unknown command before login")]
+    assert s.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0) == [
+        ProtocolViolation("unknown command before login")
+    ]
 
 
 def test_unknown_command_after_login() -> None:
@@ -331,8 +336,14 @@ def test_accept_join_burst_in_tmi_order() -> None:
     assert out[0].serialize() == ":bob!bob@bob.tmi.twitch.tv JOIN #demo"
     assert out[1].params[3] == "bob amy carl"
     assert out[3].tags["subscriber"] == "1"
-    assert dict(out[4].tags) == {"emote-only": "0", "followers-only": "-1", "r9k": "1", "room-id": "1001",
-                                 "slow": "5", "subs-only": "0"}
+    assert dict(out[4].tags) == {
+        "emote-only": "0",
+        "followers-only": "-1",
+        "r9k": "1",
+        "room-id": "1001",
+        "slow": "5",
+        "subs-only": "0",
+    }
     assert s.rooms == {"demo"} and s.pending_rooms == frozenset()
 
 
@@ -413,7 +424,14 @@ def test_privmsg() -> None:
     assert isinstance(event, MessageSubmitted)
     sub = event.submission(1_700_000_000_000, "node-a")
     assert (sub.id, sub.room, sub.chatter, sub.text, sub.sent_ms, sub.origin_node, sub.client_nonce) == (
-        "sub-1", "demo", BOB, "hello world", 1_700_000_000_000, "node-a", "abc123")
+        "sub-1",
+        "demo",
+        BOB,
+        "hello world",
+        1_700_000_000_000,
+        "node-a",
+        "abc123",
+    )
 
 
 def test_privmsg_action() -> None:
@@ -427,8 +445,14 @@ def test_privmsg_action() -> None:
 
 def test_privmsg_dropped_silently() -> None:
     s = joined()
-    assert s.receive(b"PRIVMSG #demo :\x01VERSION\x01\r\nPRIVMSG #demo :\r\nPRIVMSG #demo :   \r\n"
-                     b"PRIVMSG #demo\r\nPRIVMSG\r\nPRIVMSG someone :whisper\r\n", 1.0) == []
+    assert (
+        s.receive(
+            b"PRIVMSG #demo :\x01VERSION\x01\r\nPRIVMSG #demo :\r\nPRIVMSG #demo :   \r\n"
+            b"PRIVMSG #demo\r\nPRIVMSG\r\nPRIVMSG someone :whisper\r\n",
+            1.0,
+        )
+        == []
+    )
     assert s.data_to_send() == b""
 
 
@@ -436,8 +460,10 @@ def test_privmsg_to_a_room_not_joined() -> None:
     s = joined()
     assert s.receive(b"PRIVMSG #other :hi\r\nPRIVMSG #b~ad :hi\r\n", 1.0) == []
     notices = read(s.data_to_send())
-    assert [(m.params[0], m.tags["msg-id"]) for m in notices] == [("#other", "msg_not_joined"),
-                                                                  ("*", "msg_not_joined")]
+    assert [(m.params[0], m.tags["msg-id"]) for m in notices] == [
+        ("#other", "msg_not_joined"),
+        ("*", "msg_not_joined"),
+    ]
 
 
 def test_privmsg_from_anonymous() -> None:
@@ -451,7 +477,10 @@ def test_privmsg_to_several_rooms() -> None:
     s = joined()
     s.receive(b"JOIN #b\r\n", 1.0)
     events = s.receive(b"PRIVMSG #demo,#b,#demo :x\r\n", 1.0)
-    assert [(e.room, e.id) for e in events if isinstance(e, MessageSubmitted)] == [("demo", "sub-1"), ("b", "sub-2")]
+    assert [(e.room, e.id) for e in events if isinstance(e, MessageSubmitted)] == [
+        ("demo", "sub-1"),
+        ("b", "sub-2"),
+    ]
 
 
 def test_privmsg_nonce_and_emotes_checked() -> None:

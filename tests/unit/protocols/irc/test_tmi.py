@@ -77,7 +77,12 @@ def test_roomstate_change_carries_only_what_changed() -> None:
     slow = tmi.roomstate("demo", "1001", RoomModes(slow_seconds=30), before)
     assert slow is not None and slow.serialize() == "@room-id=1001;slow=30 :tmi.twitch.tv ROOMSTATE #demo"
     both = tmi.roomstate("demo", "1", RoomModes(emote_only=True, r9k=True, subscribers_only=True), before)
-    assert both is not None and dict(both.tags) == {"emote-only": "1", "r9k": "1", "room-id": "1", "subs-only": "1"}
+    assert both is not None and dict(both.tags) == {
+        "emote-only": "1",
+        "r9k": "1",
+        "room-id": "1",
+        "subs-only": "1",
+    }
     assert tmi.roomstate("demo", "1", before, before) is None
 
 
@@ -113,8 +118,9 @@ def test_clearchat_ban_timeout_clear() -> None:
     assert tmi.clearchat(ban).serialize() == (
         "@room-id=1001;target-user-id=7;tmi-sent-ts=99 :tmi.twitch.tv CLEARCHAT #demo :amy"
     )
-    timeout = RoomEvent("demo", 3, EventKind.CLEARCHAT, 99, "1001", target_login="amy", target_user_id="7",
-                        duration_s=600)
+    timeout = RoomEvent(
+        "demo", 3, EventKind.CLEARCHAT, 99, "1001", target_login="amy", target_user_id="7", duration_s=600
+    )
     assert tmi.clearchat(timeout).serialize() == (
         "@ban-duration=600;room-id=1001;target-user-id=7;tmi-sent-ts=99 :tmi.twitch.tv CLEARCHAT #demo :amy"
     )
@@ -128,7 +134,9 @@ def test_clearmsg_always_has_the_text_param() -> None:
     assert tmi.clearmsg(event).serialize() == (
         "@login=amy;room-id=1001;target-msg-id=m-9;tmi-sent-ts=100 :tmi.twitch.tv CLEARMSG #demo :bad words"
     )
-    empty = tmi.clearmsg(RoomEvent("demo", 4, EventKind.CLEARMSG, 100, "1001", line=ChatLine("m", AMY, "", 5)))
+    empty = tmi.clearmsg(
+        RoomEvent("demo", 4, EventKind.CLEARMSG, 100, "1001", line=ChatLine("m", AMY, "", 5))
+    )
     assert empty.serialize().endswith("CLEARMSG #demo :")
     assert len(parse(empty.serialize()).params) == 2  # tmi.js needs params.length > 1
 
