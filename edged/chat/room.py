@@ -64,6 +64,7 @@ texts are kept `r9k_seconds` and capped at `max_r9k_texts`; history is `history_
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -238,7 +239,9 @@ class Room:
         self._r9k: OrderedDict[str, int] = OrderedDict()  # normalised text -> time last accepted
         self._history: OrderedDict[str, ChatLine] = OrderedDict()  # id -> line, oldest first
         self._privileged: OrderedDict[str, Chatter] = OrderedDict()  # login -> broadcaster/moderator seen
-        self._next_expiry = self._earliest_expiry()
+        self._expiries: list[tuple[int, str]] = []  # heap of (until_ms, login); stale entries skipped
+        for r in self._restrictions.values():
+            self._schedule(r)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -246,15 +249,18 @@ class Room:
     def modes(self) -> RoomModes:
         return self._modes
 
+    # Reading never changes what the room will decide: only inputs (submit, moderate, apply) change its
+    # state, so orderers that read at different moments (a watch here, none there) still agree.
+
     def restriction(self, login: str, now_ms: int) -> Restriction | None:
         """The live ban or timeout of `login`, if any."""
-        self._expire(now_ms)
-        return self._restrictions.get(login)
+        r = self._restrictions.get(login)
+        return r if r is not None and (r.permanent or r.until_ms > now_ms) else None
 
     def snapshot(self, now_ms: int) -> RoomSnapshot:
         """Modes and live restrictions (sorted by login), for a new watcher or for persistence."""
-        self._expire(now_ms)
-        restrictions = tuple(self._restrictions[k] for k in sorted(self._restrictions))
+        live = (self.restriction(k, now_ms) for k in sorted(self._restrictions))
+        restrictions = tuple(r for r in live if r is not None)
         return RoomSnapshot(
             room=self.room, room_id=self.room_id, modes=self._modes, restrictions=restrictions
         )
@@ -262,8 +268,8 @@ class Room:
     def history(self, now_ms: int) -> list[ChatLine]:
         """The recent lines, oldest first: at most `history_messages`, none older than `history_seconds`,
         moderated ones removed."""
-        self._trim_history(now_ms)
-        return list(self._history.values())
+        oldest = now_ms - int(self.limits.history_seconds * 1000)
+        return [line for line in self._history.values() if line.sent_ms >= oldest]
 
     @property
     def tracked_users(self) -> int:
@@ -393,10 +399,11 @@ class Room:
         elif kind is EventKind.CLEARCHAT:
             if event.target_login:
                 until = 0 if event.duration_s == 0 else now_ms + event.duration_s * 1000
-                self._restrictions[event.target_login] = Restriction(
+                restriction = Restriction(
                     login=event.target_login, user_id=event.target_user_id, until_ms=until
                 )
-                self._next_expiry = self._earliest_expiry()
+                self._restrictions[event.target_login] = restriction
+                self._schedule(restriction)
                 for line_id in [
                     i for i, ln in self._history.items() if ln.chatter.login == event.target_login
                 ]:
@@ -411,7 +418,6 @@ class Room:
                 self._modes = event.modes
         elif kind is EventKind.UNBAN:
             self._restrictions.pop(event.target_login, None)
-            self._next_expiry = self._earliest_expiry()
         # GAP: nothing to keep; the bus resynchronises with a snapshot
 
     # -- messages --------------------------------------------------------------------------------
@@ -588,9 +594,8 @@ class Room:
         )
 
     def _delete(self, ctx: _Ctx, msg_id: str, now_ms: int) -> Outcome:
-        self._trim_history(now_ms)
         line = self._history.get(msg_id)
-        if line is None:
+        if line is None or line.sent_ms < now_ms - int(self.limits.history_seconds * 1000):
             return self._answer(ctx, False, "bad_delete_message_error", "Failed to delete message.")
         author = line.chatter
         if not ctx.operator and author.login != ctx.login:
@@ -847,14 +852,21 @@ class Room:
             del self._history[line.id]
 
     def _expire(self, now_ms: int) -> None:
-        if self._next_expiry is None or now_ms < self._next_expiry:
-            return
-        for login in [k for k, r in self._restrictions.items() if not r.permanent and r.until_ms <= now_ms]:
-            del self._restrictions[login]
-        self._next_expiry = self._earliest_expiry()
+        """Timeouts lapse by time: no event, every replica computes the same from the same clock."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now_ms:
+            until, login = heapq.heappop(heap)
+            current = self._restrictions.get(login)
+            if current is not None and current.until_ms == until:
+                del self._restrictions[login]
 
-    def _earliest_expiry(self) -> int | None:
-        return min((r.until_ms for r in self._restrictions.values() if not r.permanent), default=None)
+    def _schedule(self, r: Restriction) -> None:
+        if r.permanent:
+            return
+        heapq.heappush(self._expiries, (r.until_ms, r.login))
+        if len(self._expiries) > 2 * len(self._restrictions) + 64:  # replaced or lifted ones piled up
+            self._expiries = [(x.until_ms, x.login) for x in self._restrictions.values() if not x.permanent]
+            heapq.heapify(self._expiries)
 
 
 @dataclass(frozen=True, slots=True)
