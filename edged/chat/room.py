@@ -8,20 +8,25 @@ taken from the JetStream timestamp), the in-process LocalBus of a standalone edg
 HubBus keeps ordering with while the hub is away.
 
 Decisions become `RoomEvent`s (seq 0; the bus stamps seq with `dataclasses.replace`), and the room's own
-state changes only by applying those events (`apply`), so a replica fed the events another room emitted
-ends up with the same modes, restrictions and history. What only the orderer sees (rate-limit attempts
-refused before they became an event) is the one thing a replica may count differently.
+state changes by applying those events, so a replica fed the events another room emitted (`apply`; seeded
+with `load_history`) ends up with the same modes, restrictions and history, and decides a message as the
+orderer would. What only the orderer sees differs: refused submissions counted towards the rate limit,
+the ids of carried-out commands (for retry dedup), and ban/timeout reasons (no event carries them).
+Reading (`history`, `snapshot`, `restriction`) never changes state, so orderers that read at different
+moments (a watch here, none there) still agree.
 
 Rules for a chatter's message, in this order (the first that refuses decides the NOTICE msg-id):
 1. a submission id, or the (user, client-nonce) pair, accepted within `nonce_seconds`: dropped silently
    (`Outcome.duplicate`, no event, no verdict) - a retry after a reconnect or a replay of buffered messages;
-2. anonymous readers cannot send (msg_requires_login); an empty body is dropped silently;
+   A refused submission is not remembered: its retry is decided again;
+2. anonymous readers cannot send (msg_requires_login); an empty body is dropped silently, `/me` without
+   text is usage_me;
 3. a body over `max_body_chars` characters is refused (msg_too_long);
 4. a banned or timed-out chatter is refused (msg_banned / msg_timedout); an expired timeout has lapsed;
 5. more than `messages_per_window` submissions in `window_seconds` (`moderator_messages_per_window` for
    the broadcaster and moderators): msg_ratelimit. Every submission that gets past this check counts,
    whether a later rule refuses it or not; the refused-by-rate-limit ones do not;
-6. '/command' or '.command' (see below);
+6. '/word' is a command; '.word' only when `word` names one (so '.net rocks' is a message) - see below;
 7. subscribers-only mode: subscribers, VIPs, moderators and the broadcaster pass (msg_subsonly);
 8. emote-only mode: every non-blank character must lie inside a range of the `emotes` tag; moderators and
    the broadcaster are exempt (msg_emoteonly);
@@ -38,24 +43,29 @@ Commands (the broadcaster and moderators; anyone else gets no_permission; an unk
 1w; default `default_timeout_seconds`; 1 s .. `timeout_max_seconds`), /untimeout USER, /delete MSGID,
 /clear, /slow [SECONDS] (default 30), /slowoff, /subscribers, /subscribersoff, /emoteonly, /emoteonlyoff,
 /r9kbeta (/uniquechat), /r9kbetaoff (/uniquechatoff). `/me TEXT` (or a CTCP ACTION) is an ACTION message
-for anyone. A carried-out command answers with the success NOTICE msg-id TMI sends and tmi.js waits for
+for anyone. A ban replaces a timeout; a timeout of a banned user is already_banned; a new timeout replaces
+the running one; /unban lifts a timeout too (untimeout_success); /untimeout of a ban is bad_untimeout_banned.
+Mode commands that change nothing answer already_* with no event. A carried-out command answers with the success NOTICE msg-id TMI sends and tmi.js waits for
 (ban_success, timeout_success, unban_success, untimeout_success, delete_message_success, slow_on, slow_off,
 subs_on, subs_off, emote_only_on, emote_only_off, r9k_on, r9k_off); a refused one with TMI's usage_* /
 bad_* / already_* ids, which tmi.js maps to the right promise's rejection. /clear has no NOTICE: TMI
-confirms it with the CLEARCHAT itself, and so does tmi.js. Note for renderers: tmi.js resolves slow() and
-slowoff() from a ROOMSTATE that carries the `slow` tag *without* `subs-only`, so a ROOMSTATE for a change
-must carry only the changed tag (compare the event's modes with the previous ones: `changed_modes`).
+confirms it with the CLEARCHAT itself, and so does tmi.js (an operator's /clear gets "clear_success" for
+the RPC). Note for renderers: tmi.js resolves slow() and slowoff() from a ROOMSTATE that carries the
+`slow` tag *without* `subs-only`, so a ROOMSTATE for a change must carry only the changed tag (compare
+the event's modes with the previous ones: `changed_modes`, or `tmi.roomstate(..., previous=...)`).
 
 Permissions: nobody bans or times out themselves (bad_ban_self / bad_timeout_self); nobody bans, times out
 or deletes a message of the broadcaster (the login that names the room, or any chatter seen with the
-broadcaster role); moderators cannot ban, time out, or delete the messages of other moderators - the
-broadcaster can. Operators (`moderate`) may do anything a command can, to anyone.
+broadcaster role); moderators cannot ban, time out, or delete the messages of other moderators (those
+seen with the moderator role) - the broadcaster can; anyone may delete their own lines. Operators
+(`moderate`) may do anything a command can, to anyone.
 
 A ban, a timeout and /clear remove the affected lines from the history; /delete removes one.
 
 Bounds: per-user state is evicted once it can no longer matter (idle longer than the rate window, the
 duplicate window and the slow-mode interval) and capped at `max_users` (least recently active evicted
-first); accepted submission ids and client-nonces are kept `nonce_seconds` and capped at `max_seen`; r9k
+first); accepted submission ids and client-nonces are kept `nonce_seconds` and capped at `max_seen` (a
+busy room's window is shorter: 500 messages/s with nonces fill 100,000 in about 100 s); r9k
 texts are kept `r9k_seconds` and capped at `max_r9k_texts`; history is `history_messages` lines of at most
 `history_seconds`; moderators and broadcasters seen (to protect them from other moderators) are capped at
 `max_privileged`. Bans are the room's state and are not capped (the hub persists them); timeouts lapse.
@@ -65,12 +75,25 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edged.chat.commands import (
+    ACTION_PREFIX,
+    ALIASES,
+    DEFAULT_SLOW_SECONDS,
+    MAX_SLOW_SECONDS,
+    MOD_COMMANDS,
+    MODES,
+    USAGE,
+    emotes_cover,
+    is_command,
+    is_uint,
+    normalize_login,
+    parse_duration,
+)
 from edged.chat.model import (
     OPERATOR,
     ChatLimits,
@@ -92,35 +115,6 @@ MAX_TRACKED_USERS = 50_000  # per-user rate/slow/duplicate state, per room
 MAX_SEEN = 100_000  # accepted submission ids and client-nonces remembered, per room
 MAX_R9K_TEXTS = 20_000  # texts remembered for r9k, per room
 MAX_PRIVILEGED = 1_000  # broadcasters and moderators seen, per room
-DEFAULT_SLOW_SECONDS = 30  # `/slow` without an argument, as TMI
-MAX_SLOW_SECONDS = 1_800
-
-_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
-_DURATION = re.compile(r"([0-9]{1,9})([smhdw]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
-_ACTION_PREFIX = "\x01ACTION "
-
-_MOD_COMMANDS = frozenset(
-    {
-        "ban",
-        "unban",
-        "timeout",
-        "untimeout",
-        "delete",
-        "clear",
-        "slow",
-        "slowoff",
-        "subscribers",
-        "subscribersoff",
-        "emoteonly",
-        "emoteonlyoff",
-        "r9kbeta",
-        "r9kbetaoff",
-        "uniquechat",
-        "uniquechatoff",
-    }
-)
-_ALIASES = {"uniquechat": "r9kbeta", "uniquechatoff": "r9kbetaoff"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,62 +148,8 @@ def changed_modes(before: RoomModes, after: RoomModes) -> tuple[str, ...]:
     )
 
 
-def normalize_login(raw: str) -> str:
-    """A command's USER argument as a login: '@' or '#' stripped, lower-cased ("" when not a valid login)."""
-    login = raw.lstrip("@#").lower()
-    return login if _LOGIN.fullmatch(login) else ""
-
-
-def parse_duration(raw: str) -> int | None:
-    """'600', '30s', '10m', '1h', '2d', '1w' as seconds; None when it is not a duration."""
-    m = _DURATION.fullmatch(raw.lower())
-    if m is None:
-        return None
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-def emotes_cover(text: str, emotes: str) -> bool:
-    """Whether every non-blank character of `text` lies inside a range of the TMI `emotes` tag value.
-
-    Ranges are inclusive code-point indices ("25:0-4,12-16/1902:6-10"). A malformed tag covers nothing."""
-    starts = [0] * (len(text) + 1)  # +1 where a range starts, -1 past where it ends
-    if emotes:
-        for group in emotes.split("/"):
-            _, sep, ranges = group.partition(":")
-            if not sep:
-                return False
-            for r in ranges.split(","):
-                start_s, sep, end_s = r.partition("-")
-                if not sep or not _is_uint(start_s) or not _is_uint(end_s):
-                    return False
-                start, end = int(start_s), int(end_s)
-                if start > end or end >= len(text):
-                    return False
-                starts[start] += 1
-                starts[end + 1] -= 1
-    depth, blank = 0, True
-    for i, c in enumerate(text):
-        depth += starts[i]
-        if not c.isspace():
-            if depth == 0:
-                return False
-            blank = False
-    return not blank
-
-
-def _is_uint(s: str) -> bool:
-    return 0 < len(s) <= 9 and s.isascii() and s.isdigit()
-
-
 def _normalize_text(text: str) -> str:
     return " ".join(text.split()).casefold()
-
-
-def _is_command(text: str) -> bool:
-    """'/name ...' is a command; '.name ...' only when `name` is one (so '.net rocks' stays a message)."""
-    if len(text) < 2 or text[0] not in "/." or not (text[1].isascii() and text[1].isalpha()):
-        return False
-    return text[0] == "/" or text[1:].split(maxsplit=1)[0].lower() in _MOD_COMMANDS
 
 
 class Room:
@@ -294,12 +234,12 @@ class Room:
         if chatter.anonymous:
             return self._refuse(sub, NoticeId.REQUIRES_LOGIN, "You must be logged in to chat.")
         text, action = sub.text, False
-        if text.startswith(_ACTION_PREFIX):
-            text, action = text[len(_ACTION_PREFIX) :].removesuffix("\x01"), True
+        if text.startswith(ACTION_PREFIX):
+            text, action = text[len(ACTION_PREFIX) :].removesuffix("\x01"), True
         elif text[:4].lower() in ("/me ", ".me ") or text.lower() in ("/me", ".me"):
             text, action = text[4:], True
             if not text.strip():
-                return self._refuse(sub, "usage_me", _USAGE["me"])
+                return self._refuse(sub, "usage_me", USAGE["me"])
         if not text.strip():
             return Outcome()
         if len(text) > self.limits.max_body_chars:
@@ -320,7 +260,7 @@ class Room:
                 "Your message was not sent because you are sending messages too quickly.",
             )
         user.sends.append(now_ms)
-        if not action and _is_command(text):
+        if not action and is_command(text):
             return self._command(sub, text, now_ms)
         return self._message(sub, user, text, action, now_ms)
 
@@ -484,13 +424,13 @@ class Room:
         name, *args = text[1:].split()
         name = name.lower()
         chatter = sub.chatter
-        if name not in _MOD_COMMANDS:
+        if name not in MOD_COMMANDS:
             return self._refuse(sub, NoticeId.UNRECOGNIZED_CMD, f"Unrecognized command: /{name}")
         if not chatter.is_moderator:
             return self._refuse(
                 sub, NoticeId.NO_PERMISSION, "You don't have permission to perform that action."
             )
-        name = _ALIASES.get(name, name)
+        name = ALIASES.get(name, name)
         ctx = _Ctx(
             submission_id=sub.id,
             login=chatter.login,
@@ -505,7 +445,7 @@ class Room:
     def _run_command(self, ctx: _Ctx, name: str, args: list[str], now_ms: int) -> Outcome:
         if name in ("ban", "unban", "timeout", "untimeout"):
             if not args:
-                return self._answer(ctx, False, f"usage_{name}", _USAGE[name])
+                return self._answer(ctx, False, f"usage_{name}", USAGE[name])
             login = normalize_login(args[0])
             if not login:
                 return self._answer(ctx, False, "invalid_user", f"Invalid username: {args[0]}")
@@ -522,14 +462,14 @@ class Room:
             return self._untimeout(ctx, login, now_ms)
         if name == "delete":
             if not args:
-                return self._answer(ctx, False, "usage_delete", _USAGE["delete"])
+                return self._answer(ctx, False, "usage_delete", USAGE["delete"])
             return self._delete(ctx, args[0], now_ms)
         if name == "clear":
             return self._clear(ctx, now_ms)
         if name == "slow":
             interval = DEFAULT_SLOW_SECONDS
             if args:
-                interval = int(args[0]) if _is_uint(args[0]) else 0
+                interval = int(args[0]) if is_uint(args[0]) else 0
             return self._slow(ctx, interval, now_ms)
         return self._mode(ctx, name, now_ms)
 
@@ -635,7 +575,7 @@ class Room:
 
     def _slow(self, ctx: _Ctx, seconds: int, now_ms: int) -> Outcome:
         if not 1 <= seconds <= MAX_SLOW_SECONDS:
-            return self._answer(ctx, False, "usage_slow_on", _USAGE["slow"])
+            return self._answer(ctx, False, "usage_slow_on", USAGE["slow"])
         if self._modes.slow_seconds == seconds:
             return self._answer(
                 ctx, False, "already_slow_on", f"This room is already in {seconds}-second slow mode."
@@ -649,7 +589,7 @@ class Room:
         )
 
     def _mode(self, ctx: _Ctx, name: str, now_ms: int) -> Outcome:
-        spec = _MODES[name]
+        spec = MODES[name]
         if getattr(self._modes, spec.field) == spec.value:
             return self._answer(ctx, False, spec.already_id, spec.already_text)
         changes: dict[str, Any] = {spec.field: spec.value}
@@ -877,83 +817,3 @@ class _Ctx:
     login: str
     operator: bool
     broadcaster: bool  # the broadcaster (or an operator): may act on moderators
-
-
-@dataclass(frozen=True, slots=True)
-class _ModeSpec:
-    field: str
-    value: int | bool
-    success_id: str
-    success_text: str
-    already_id: str
-    already_text: str
-
-
-_MODES: dict[str, _ModeSpec] = {
-    "slowoff": _ModeSpec(
-        "slow_seconds",
-        0,
-        "slow_off",
-        "This room is no longer in slow mode.",
-        "already_slow_off",
-        "This room is not in slow mode.",
-    ),
-    "subscribers": _ModeSpec(
-        "subscribers_only",
-        True,
-        "subs_on",
-        "This room is now in subscribers-only mode.",
-        "already_subs_on",
-        "This room is already in subscribers-only mode.",
-    ),
-    "subscribersoff": _ModeSpec(
-        "subscribers_only",
-        False,
-        "subs_off",
-        "This room is no longer in subscribers-only mode.",
-        "already_subs_off",
-        "This room is not in subscribers-only mode.",
-    ),
-    "emoteonly": _ModeSpec(
-        "emote_only",
-        True,
-        "emote_only_on",
-        "This room is now in emote-only mode.",
-        "already_emote_only_on",
-        "This room is already in emote-only mode.",
-    ),
-    "emoteonlyoff": _ModeSpec(
-        "emote_only",
-        False,
-        "emote_only_off",
-        "This room is no longer in emote-only mode.",
-        "already_emote_only_off",
-        "This room is not in emote-only mode.",
-    ),
-    "r9kbeta": _ModeSpec(
-        "r9k",
-        True,
-        "r9k_on",
-        "This room is now in unique-chat mode.",
-        "already_r9k_on",
-        "This room is already in unique-chat mode.",
-    ),
-    "r9kbetaoff": _ModeSpec(
-        "r9k",
-        False,
-        "r9k_off",
-        "This room is no longer in unique-chat mode.",
-        "already_r9k_off",
-        "This room is not in unique-chat mode.",
-    ),
-}
-
-_USAGE = {
-    "me": 'Usage: "/me <message>" - Express an action in the third-person.',
-    "ban": 'Usage: "/ban <username> [reason]" - Permanently prevent a user from chatting.',
-    "unban": 'Usage: "/unban <username>" - Removes a ban on a user.',
-    "timeout": 'Usage: "/timeout <username> [duration][time unit] [reason]" - Temporarily prevent a user from chatting.',
-    "untimeout": 'Usage: "/untimeout <username>" - Removes a timeout on a user.',
-    "delete": 'Usage: "/delete <msg id>" - Deletes the specified message.',
-    "slow": f'Usage: "/slow [duration]" - Enables slow mode (1 to {MAX_SLOW_SECONDS} seconds).',
-}

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from edged.chat.commands import emotes_cover, normalize_login, parse_duration
 from edged.chat.model import (
     ChatLimits,
     Chatter,
@@ -18,7 +19,7 @@ from edged.chat.model import (
     RoomSnapshot,
     Submission,
 )
-from edged.chat.room import Outcome, Room, changed_modes, emotes_cover, normalize_login, parse_duration
+from edged.chat.room import Outcome, Room, changed_modes
 
 T0 = 1_700_000_000_000  # ms since the epoch; every test passes its own clock
 _ids = itertools.count(1)
