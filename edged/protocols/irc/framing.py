@@ -3,8 +3,13 @@
 A line ends at LF; a CR just before it is dropped (CRLF and bare LF both work; a CR anywhere else is an
 error). Empty lines are skipped, as RFC 1459 says. Limits (IRCv3 message-tags): the tag section, from '@'
 to the space after it, is at most ``max_tags_bytes`` (8191) bytes; the rest of the line, with its CRLF,
-at most ``max_line_bytes`` (512). The buffer never holds more than one line over those limits: a partial
-line that can no longer fit raises at once instead of waiting for its end.
+at most ``max_line_bytes`` (512). One allowance: a PRIVMSG's text (its trailing parameter) may take the
+line past 512 bytes by up to ``max_text_bytes`` (2000) as long as everything before the text fits in 512.
+Chat bodies are limited to 500 characters, not bytes (the room refuses longer ones with a NOTICE), and
+tmi.js sends up to 500 characters per PRIVMSG: ``PRIVMSG #channel :`` plus 500 ASCII characters is already
+over 512 bytes, and 500 characters of UTF-8 may be 2000. ``max_text_bytes=0`` is the strict RFC limit.
+The buffer never holds more than one line over those limits: a partial line that can no longer fit
+raises at once instead of waiting for its end.
 
 Every refusal is an ``IrcError`` naming why (``line too long``, ``tags too long``, ``invalid UTF-8``,
 ``NUL``, ``CR inside a line``, or a parse error from ``message.parse``); after one the buffer is unusable
@@ -17,6 +22,7 @@ from edged.protocols.irc.message import IrcError, Message, parse
 
 MAX_LINE_BYTES = 512  # RFC 1459: a message including its CRLF, tags excluded
 MAX_TAGS_BYTES = 8191  # IRCv3 message-tags: '@', the tags and the space that ends them
+MAX_TEXT_BYTES = 2000  # a PRIVMSG text past the 512: 500 characters of up to 4 bytes in UTF-8
 
 # Dead bytes at the front are dropped once this many accumulate (one copy per ~64 KiB read).
 _COMPACT = 64 * 1024
@@ -25,14 +31,28 @@ _COMPACT = 64 * 1024
 class LineBuffer:
     """Bytes in, ``Message``s out. Pull-based, so a caller can stop reading (e.g. while a login waits)."""
 
-    __slots__ = ("_data", "_start", "_scanned", "max_line_bytes", "max_tags_bytes", "_failed")
+    __slots__ = (
+        "_data",
+        "_start",
+        "_scanned",
+        "max_line_bytes",
+        "max_tags_bytes",
+        "max_text_bytes",
+        "_failed",
+    )
 
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, max_tags_bytes: int = MAX_TAGS_BYTES) -> None:
+    def __init__(
+        self,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        max_tags_bytes: int = MAX_TAGS_BYTES,
+        max_text_bytes: int = MAX_TEXT_BYTES,
+    ) -> None:
         self._data = bytearray()
         self._start = 0  # first byte of the current (incomplete) line
         self._scanned = 0  # bytes from _start already known to hold no LF
         self.max_line_bytes = max_line_bytes
         self.max_tags_bytes = max_tags_bytes
+        self.max_text_bytes = max_text_bytes
         self._failed: IrcError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -104,15 +124,15 @@ class LineBuffer:
 
     def _check_partial(self) -> None:
         size = len(self._data) - self._start
-        if size <= self.max_line_bytes - 2:
+        longest = self.max_line_bytes - 2 + self.max_text_bytes  # without tags and the CRLF still to come
+        if size <= longest:
             return
         tags = self._tags_length(self._data, self._start, self._start + self.max_tags_bytes)
         if tags == -1:
             if size >= self.max_tags_bytes:
                 raise IrcError("tags too long")
             return  # the tag section may still end within its limit
-        # Two bytes are left for the CRLF still to come.
-        if size - tags > self.max_line_bytes - 2:
+        if size - tags > longest:
             raise IrcError("line too long")
 
     def _check_complete(self, raw: bytes) -> None:
@@ -121,7 +141,10 @@ class LineBuffer:
             # Either the tag section is too long or the line is all tags (no command): both refused.
             raise IrcError("tags too long" if len(raw) >= self.max_tags_bytes else "tags without a command")
         # A bare LF ending counts as a CRLF: the limit is about what a server may relay.
-        if len(raw) - tags + 2 > self.max_line_bytes:
+        if len(raw) - tags + 2 <= self.max_line_bytes:
+            return
+        text = _privmsg_text_start(raw, tags) if self.max_text_bytes else -1
+        if text == -1 or text - tags + 2 > self.max_line_bytes or len(raw) - text > self.max_text_bytes:
             raise IrcError("line too long")
 
     @staticmethod
@@ -134,3 +157,18 @@ class LineBuffer:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise IrcError("invalid UTF-8") from None
+
+
+def _privmsg_text_start(raw: bytes, start: int) -> int:
+    """Where the text of the PRIVMSG at ``raw[start:]`` begins (after " :"), or -1 if it is no PRIVMSG."""
+    pos = start
+    if raw.startswith(b":", pos):
+        pos = raw.find(b" ", pos)
+        if pos == -1:
+            return -1
+        pos += 1
+    end = raw.find(b" ", pos)
+    if end == -1 or raw[pos:end].upper() != b"PRIVMSG":
+        return -1
+    colon = raw.find(b" :", end)
+    return -1 if colon == -1 else colon + 2

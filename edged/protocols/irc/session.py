@@ -55,7 +55,8 @@ Limits (constructor arguments): ``join_limit`` room joins per ``join_window`` s 
 each room of a comma list counts): over it the room is refused with a NOTICE ``msg_ratelimit``; past
 twice as many refusals within the window (60 attempts at the defaults) it is a ProtocolViolation; ``max_rooms`` rooms per connection
 (NOTICE ``msg_too_many_rooms``); ``login_limit`` NICK/PASS lines per ``login_window`` s (20 per 10 s),
-over it a ProtocolViolation; line and tag sizes as ``framing.LineBuffer``; while a login is pending at
+over it a ProtocolViolation; line, tag and PRIVMSG text sizes as ``framing.LineBuffer`` (512 bytes a
+line, 8191 of tags, a PRIVMSG's text may go 2000 bytes past the 512 since bodies are 500 characters); while a login is pending at
 most ``max_paused_bytes`` are held.
 """
 
@@ -82,7 +83,7 @@ from edged.chat.model import (
 )
 from edged.errors import LocalProtocolError
 from edged.protocols.irc import tmi
-from edged.protocols.irc.framing import MAX_LINE_BYTES, MAX_TAGS_BYTES, LineBuffer
+from edged.protocols.irc.framing import MAX_LINE_BYTES, MAX_TAGS_BYTES, MAX_TEXT_BYTES, LineBuffer
 from edged.protocols.irc.message import IrcError, Message
 from edged.protocols.irc.tmi import Cap
 
@@ -214,6 +215,7 @@ class ServerSession:
         max_rooms: int = 100,
         max_line_bytes: int = MAX_LINE_BYTES,
         max_tags_bytes: int = MAX_TAGS_BYTES,
+        max_text_bytes: int = MAX_TEXT_BYTES,
         max_paused_bytes: int = 16 * 1024,
     ) -> None:
         self.server = server_name
@@ -221,7 +223,7 @@ class ServerSession:
         self.pong_timeout = pong_timeout
         self.max_rooms = max_rooms
         self.max_paused_bytes = max_paused_bytes
-        self._lines = LineBuffer(max_line_bytes, max_tags_bytes)
+        self._lines = LineBuffer(max_line_bytes, max_tags_bytes, max_text_bytes)
         self._joins = _Window(join_limit, join_window)
         self._join_refusals = _Window(2 * join_limit, join_window)
         self._logins = _Window(login_limit, login_window)

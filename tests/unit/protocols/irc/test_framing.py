@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edged.protocols.irc.framing import MAX_LINE_BYTES, MAX_TAGS_BYTES, LineBuffer
+from edged.protocols.irc.framing import MAX_LINE_BYTES, MAX_TAGS_BYTES, MAX_TEXT_BYTES, LineBuffer
 from edged.protocols.irc.message import IrcError, Message
 
 
@@ -57,7 +57,7 @@ def test_messages_parses() -> None:
 
 
 def test_line_at_the_limit_passes_and_one_more_byte_fails() -> None:
-    body = b"PRIVMSG #d :" + b"x" * (MAX_LINE_BYTES - 2 - len(b"PRIVMSG #d :"))
+    body = b"NOTICE #d :" + b"x" * (MAX_LINE_BYTES - 2 - len(b"NOTICE #d :"))
     assert len(body + b"\r\n") == MAX_LINE_BYTES
     assert lines_of(body + b"\r\n") == [body.decode()]
     assert lines_of(body + b"\n") == [body.decode()]  # a bare LF counts as the CRLF it stands for
@@ -67,7 +67,37 @@ def test_line_at_the_limit_passes_and_one_more_byte_fails() -> None:
 
 def test_oversized_partial_line_fails_before_its_end() -> None:
     buf = LineBuffer()
-    buf.feed(b"PRIVMSG #d :" + b"x" * MAX_LINE_BYTES)
+    buf.feed(b"PRIVMSG #d :" + b"x" * (MAX_LINE_BYTES + MAX_TEXT_BYTES))
+    with pytest.raises(IrcError, match="line too long"):
+        buf.next_line()
+
+
+def test_a_privmsg_text_may_pass_512_bytes() -> None:
+    """500 characters (the chat body limit; tmi.js splits there) fit whatever the script."""
+    for text in ("x" * 500, "ж" * 500, "🎉" * 500):
+        line = f"PRIVMSG #{'c' * 64} :{text}"
+        assert lines_of(line.encode() + b"\r\n") == [line]
+    with_source = f":bob!bob@host PRIVMSG #demo :{'x' * 600}"
+    assert lines_of(with_source.encode() + b"\n") == [with_source]
+    assert lines_of(b"privmsg #demo :" + b"x" * 600 + b"\r\n")  # commands are case-insensitive
+
+
+def test_the_privmsg_allowance_is_for_the_text_only() -> None:
+    with pytest.raises(IrcError, match="line too long"):  # text over the allowance
+        lines_of(b"PRIVMSG #d :" + b"x" * (MAX_LINE_BYTES + MAX_TEXT_BYTES) + b"\r\n")
+    with pytest.raises(IrcError, match="line too long"):  # what precedes the text over 512
+        lines_of(b"PRIVMSG " + b"#d," * 200 + b" :hi\r\n")
+    with pytest.raises(IrcError, match="line too long"):  # no trailing text
+        lines_of(b"PRIVMSG #d " + b"x" * 600 + b"\r\n")
+    with pytest.raises(IrcError, match="line too long"):  # not a PRIVMSG
+        lines_of(b"NOTICE #d :" + b"x" * 600 + b"\r\n")
+    with pytest.raises(IrcError, match="line too long"):
+        lines_of(b":" + b"s" * 600 + b" PRIVMSG #d :x\r\n")
+
+
+def test_strict_rfc_limit() -> None:
+    buf = LineBuffer(max_text_bytes=0)
+    buf.feed(b"PRIVMSG #demo :" + b"x" * 500 + b"\r\n")
     with pytest.raises(IrcError, match="line too long"):
         buf.next_line()
 
@@ -75,7 +105,7 @@ def test_oversized_partial_line_fails_before_its_end() -> None:
 def test_tags_do_not_count_against_the_line_limit() -> None:
     tags = b"@k=" + b"v" * (MAX_TAGS_BYTES - 4) + b" "
     assert len(tags) == MAX_TAGS_BYTES
-    body = b"PRIVMSG #d :" + b"x" * (MAX_LINE_BYTES - 2 - len(b"PRIVMSG #d :"))
+    body = b"NOTICE #d :" + b"x" * (MAX_LINE_BYTES - 2 - len(b"NOTICE #d :"))
     [line] = lines_of(tags + body + b"\r\n")
     assert line.endswith("xxx") and line.startswith("@k=vvv")
 
@@ -101,7 +131,7 @@ def test_long_partial_tags_within_limit_wait() -> None:
 
 def test_body_after_long_tags_is_still_limited() -> None:
     buf = LineBuffer()
-    buf.feed(b"@k=v PRIVMSG #d :" + b"x" * MAX_LINE_BYTES)
+    buf.feed(b"@k=v NOTICE #d :" + b"x" * (MAX_LINE_BYTES + MAX_TEXT_BYTES))
     with pytest.raises(IrcError, match="line too long"):
         buf.next_line()
 
@@ -149,6 +179,6 @@ def test_memory_is_bounded_over_many_lines() -> None:
 
 def test_custom_limits() -> None:
     buf = LineBuffer(max_line_bytes=16, max_tags_bytes=16)
-    buf.feed(b"PRIVMSG #d :1234\r\n")  # 18 bytes with CRLF
+    buf.feed(b"NOTICE #d :12345\r\n")  # 18 bytes with CRLF
     with pytest.raises(IrcError, match="line too long"):
         buf.next_line()

@@ -293,7 +293,13 @@ def test_garbage_is_a_violation_and_ends_reading() -> None:
 
 def test_oversized_line_is_a_violation() -> None:
     s = logged_in()
-    assert s.receive(b"PRIVMSG #demo :" + b"x" * 600, 1.0) == [ProtocolViolation("line too long")]
+    assert s.receive(b"JOIN #" + b"x" * 3000, 1.0) == [ProtocolViolation("line too long")]
+
+
+def test_a_500_character_message_is_not_a_violation() -> None:
+    s = joined()
+    event = only(s.receive(("PRIVMSG #demo :" + "ж" * 500 + "\r\n").encode(), 1.0))
+    assert isinstance(event, MessageSubmitted) and len(event.text) == 500
 
 
 def test_close() -> None:
