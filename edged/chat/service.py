@@ -24,6 +24,10 @@ room has at most `[chat] big_room_members` members (anonymous readers are never 
 History: the service keeps each room's recent messages as the bus gave them (`on_history`) and as they
 arrive, less what moderation removed; a WebSocket client gets them on join (`historical=1` tag).
 
+Tokens: `PASS oauth:<jwt>`, or `PASS oauth:<the JWT in base32>` (RFC 4648 alphabet, any case, no padding:
+`case_safe_token`) for clients that lower-case the password, as tmi.js does (a JWT is case-sensitive; a
+base32 text has no '.', so the two forms cannot be confused).
+
 Liveness: one sweep for all connections closes a connection that has not logged in within
 `[chat] login_timeout`, sends a PING every `[chat] ping_interval`, and closes one whose PONG is
 `[chat] pong_timeout` late. A connection that sends more than `[chat] lines_per_second` (bursts of 5 s
@@ -37,6 +41,8 @@ it) and closes the connections shortly after, so clients move before this edge d
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import re
@@ -74,6 +80,23 @@ MAX_SUBMITTED = 100_000
 JOIN_WAIT = 5.0  # s a join waits for the bus's snapshot of a new room before it is completed without
 _RATE_NOTICES = frozenset({NoticeId.RATELIMIT.value, NoticeId.SLOWMODE.value})
 _PER_MEMBER = frozenset({EventKind.ROOMSTATE, EventKind.GAP})  # rendered per member, never shared
+
+
+def case_safe_token(jwt: str) -> str:
+    """A JWT in a form that survives lower-casing (tmi.js lower-cases its password): base32, no padding."""
+    return base64.b32encode(jwt.encode()).decode().rstrip("=").lower()
+
+
+def token_from_password(token: str) -> str:
+    """The JWT a PASS carried: as it is, or decoded from `case_safe_token`'s form (a text without '.')."""
+    if "." in token or not token:
+        return token
+    try:
+        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+        jwt = raw.decode("ascii")
+    except (binascii.Error, ValueError):
+        return token
+    return jwt if jwt.count(".") == 2 else token
 
 
 class ChatConnection:
@@ -366,7 +389,7 @@ class ChatService:
             why = "no token verification keys on this edge (chat.jwt_public_keys, or the controller's)"
         else:
             try:
-                chatter = self.verifier.verify(ev.token or ev.password)
+                chatter = self.verifier.verify(token_from_password(ev.token or ev.password))
             except InvalidToken as exc:
                 why = f"token refused: {exc.reason}"
             else:
@@ -529,7 +552,7 @@ class ChatService:
         events, room.pending = room.pending, []
         if self._rooms.get(room.name) is not room or not events:
             return
-        own: dict[ChatConnection, None] = {}
+        own: dict[ChatConnection, int] = {}  # senders of messages in the batch → how many of them
         per_member = False
         messages = 0
         for ev in events:
@@ -539,12 +562,12 @@ class ChatService:
                 entry = self._submitted.pop(ev.line.id, None)
                 if entry is not None:
                     m.IN_DELIVERED.inc()
-                    own[entry[0]] = None
+                    own[entry[0]] = own.get(entry[0], 0) + 1
             elif ev.kind in _PER_MEMBER:
                 per_member = True
         shared: list[dict[Cap, bytes]] = [{} for _ in events]
         by_caps: dict[Cap, bytes] = {}
-        delivered = 0
+        delivered = 0  # message lines written (a sender gets USERSTATE for its own)
         for conn in list(room.members):
             session = conn.session
             if per_member or conn in own:
@@ -556,10 +579,11 @@ class ChatService:
                     cached = by_caps[caps] = b"".join(session.render_event(ev, sh)
                                                       for ev, sh in zip(events, shared, strict=True))
                 data = cached
-            if conn.send(data, messages):
-                delivered += 1
-        if messages and delivered:
-            m.OUT_DELIVERED.inc(messages * delivered)
+            lines = messages - own.get(conn, 0)
+            if conn.send(data, lines):
+                delivered += lines
+        if delivered:
+            m.OUT_DELIVERED.inc(delivered)
         now_ms = self.wall() * 1000
         for ev in events:
             m.DELIVERY.observe(max(0.0, now_ms - ev.time_ms) / 1000)
