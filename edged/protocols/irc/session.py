@@ -78,14 +78,36 @@ from edged.chat.model import (
     RoomEvent,
     RoomModes,
     RoomSnapshot,
-    Submission,
     Verdict,
 )
 from edged.errors import LocalProtocolError
 from edged.protocols.irc import tmi
+from edged.protocols.irc.events import (
+    Event,
+    JoinRequested,
+    LoginRequested,
+    MessageSubmitted,
+    PartRequested,
+    PongReceived,
+    ProtocolViolation,
+    QuitRequested,
+)
 from edged.protocols.irc.framing import MAX_LINE_BYTES, MAX_TAGS_BYTES, MAX_TEXT_BYTES, LineBuffer
 from edged.protocols.irc.message import IrcError, Message
 from edged.protocols.irc.tmi import Cap
+
+__all__ = [
+    "Event",
+    "JoinRequested",
+    "LoginRequested",
+    "MessageSubmitted",
+    "PartRequested",
+    "PongReceived",
+    "ProtocolViolation",
+    "QuitRequested",
+    "ServerSession",
+    "State",
+]
 
 NICK_RE = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,63}$")  # after lower-casing
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # edged channel names, lower case
@@ -99,74 +121,6 @@ class State(enum.Enum):
     LOGIN_PENDING = enum.auto()  # LoginRequested emitted; waiting for accept_login / reject_login
     REGISTERED = enum.auto()
     CLOSED = enum.auto()  # rejected, QUIT, violation or close()
-
-
-class Event:
-    """Base class of every session event."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LoginRequested(Event):
-    nick: str  # lower case, valid
-    password: str  # "" when no PASS was sent
-
-    @property
-    def token(self) -> str:
-        """The password without its ``oauth:`` prefix (any case); "" when it has none."""
-        if self.password[:6].lower() == "oauth:":
-            return self.password[6:]
-        return ""
-
-
-@dataclass(frozen=True, slots=True)
-class JoinRequested(Event):
-    rooms: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PartRequested(Event):
-    rooms: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class MessageSubmitted(Event):
-    room: str
-    text: str  # as typed; for a CTCP ACTION the text inside it
-    id: str  # the submission id assigned by the session
-    chatter: Chatter
-    client_nonce: str = ""
-    emotes: str = ""  # the client's `emotes` tag when well-formed and within the text, else ""
-    action: bool = False
-
-    def submission(self, sent_ms: int, origin_node: str = "") -> Submission:
-        text = f"/me {self.text}" if self.action else self.text
-        return Submission(
-            id=self.id,
-            room=self.room,
-            chatter=self.chatter,
-            text=text,
-            sent_ms=sent_ms,
-            origin_node=origin_node,
-            client_nonce=self.client_nonce,
-            emotes=self.emotes,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived(Event):
-    rtt: float | None  # seconds since our PING; None when none was outstanding
-
-
-@dataclass(frozen=True, slots=True)
-class QuitRequested(Event):
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation(Event):
-    reason: str
 
 
 class _Window:
