@@ -12,6 +12,11 @@
                    its TCP connection open); keepalive pings and a deadline on every write back this up
     Agent.stop()   Goodbye (so the controller marks the node at once), close, release NVML
 
+Chat: the controller pushes the public keys that verify chatters' tokens (ChatKeys, after the key table and
+on change); they are cached in DATA_DIR/agent/chat-keys.pem, read back at start, so tokens verify through a
+controller outage and a restart (`on_chat_keys`). The chat stream of edged.chat.hub_bus.HubBus rides on
+the session's mutual-TLS channel (`chat_channel`), as its own gRPC stream beside Connect.
+
 Over the same link: the controller's key table and revocations feed `agent.authorizer` (a
 ControllerAuthorizer, the edge's StreamKeyAuthorizer when --origin is set), whose AuthorizePublish
 calls go out on the session's channel; stream starts and ends go up as StreamEvents, queued (bounded,
@@ -35,6 +40,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,6 +53,7 @@ from edged.agent.errors import ControllerSilent, ControllerUnavailable, Enrollme
 from edged.agent.relaymap import ControllerDirectory, NotServed, RelayRoute
 from edged.agent.status import NodeStatus
 from edged.agent.telemetry import GpuState, Telemetry, read_host
+from edged.common.files import write_atomic
 from edged.common.fingerprint import fingerprint_pem
 from edged.common.hostport import join_hostport
 from edged.config import Config, parse_hostport
@@ -73,6 +80,8 @@ WRITE_TIMEOUT = 10.0  # s one write on the controller stream may take (a control
 SILENCE_PULSES = 3  # pulse intervals without a message before the controller counts as down (its lost rule)
 MIN_SILENCE = 1.0  # s: the shortest silence that counts the controller down
 KEEPALIVE_MIN, KEEPALIVE_MAX = 1.0, 10.0  # s: gRPC keepalive pings every 2 heartbeats, within these bounds
+CHAT_KEYS_FILE = "chat-keys.pem"  # in DATA_DIR/agent/: the last chat token keys the controller pushed
+MAX_CHAT_KEYS = 64  # keys taken from one push (a controller names a handful)
 
 LINK_UP = Gauge("edged_controller_link_up", "1 while the stream to the origin controller is open and the "
                 "controller is heard from")
@@ -174,6 +183,11 @@ class Agent:
         self.identity_listeners: list[Callable[[enroll.Identity], None]] = []
         self._renewing: asyncio.Task[None] | None = None
         self._renewed = asyncio.Event()  # set when the certificate was renewed: the session reconnects with it
+        self._channel: grpc.aio.Channel | None = None  # the open session's channel (after its Welcome)
+        self._channel_ready = asyncio.Event()
+        self.chat_keys: tuple[bytes, ...] | None = None  # None: none pushed yet (nor cached)
+        self._chat_key_listeners: list[Callable[[tuple[bytes, ...]], None]] = []
+        self._chat_key_writes: asyncio.Task[None] | None = None
         SILENCE.set_function(lambda: -1.0 if math.isinf(s := self.authorizer.silence()) else s)
 
     @property
@@ -196,6 +210,9 @@ class Agent:
             return
         data = self.cfg.data_path
         self.identity = await asyncio.to_thread(enroll.load_identity, data)
+        cached = await asyncio.to_thread(load_chat_keys, data)
+        if cached is not None and self.chat_keys is None:
+            self._set_chat_keys(cached)
         token = self.cfg.origin.enroll_token
         if self.identity is not None:
             if token:
@@ -246,6 +263,9 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flushing
             self._flushing = None
+        if self._chat_key_writes is not None:
+            with contextlib.suppress(Exception):
+                await self._chat_key_writes
         await self.telemetry.close()
 
     # --- enrollment -------------------------------------------------------------------------------
@@ -386,6 +406,8 @@ class Agent:
             self.authorizer.async_link_up(limit)
             self.draining = welcome.draining
             self._stub = edge_pb2_grpc.EdgeServiceStub(channel)
+            self._channel = channel
+            self._channel_ready.set()
             self.connected = True
             self._linked = True
             self._linked_at = time.monotonic()
@@ -417,6 +439,8 @@ class Agent:
             finally:
                 LINK_UP.set(0)
                 self._stub = None
+                self._channel = None
+                self._channel_ready.clear()
                 self.connected = False
                 self.authorizer.async_link_down()
                 for task in tasks:
@@ -472,6 +496,8 @@ class Agent:
                                             more=msg.key_table.more)
             elif body == "key_invalidation":
                 self.authorizer.async_invalidate(msg.key_invalidation.channel)
+            elif body == "chat_keys":
+                self._chat_keys_pushed(tuple(msg.chat_keys.public_key_pem[:MAX_CHAT_KEYS]))
             elif body == "relay_map":
                 m = msg.relay_map
                 self.relay_directory.async_map([convert.relay_route_from_pb(r) for r in m.routes], m.removed,
@@ -618,9 +644,77 @@ class Agent:
         self._notify_identity(renewed)
         self._renewed.set()  # the session ends; the link reconnects with the new certificate
 
+    # --- chat ------------------------------------------------------------------------------------------
+
+    async def chat_channel(self) -> grpc.aio.Channel:
+        """The mutual-TLS channel of the current controller session, waiting while there is none (the chat
+        stream of edged.chat.hub_bus.HubBus rides on it). The agent owns and closes it when the session ends:
+        a chat call on it then fails, and the next `chat_channel()` waits for the next session's."""
+        while True:
+            await self._channel_ready.wait()
+            channel = self._channel
+            if channel is not None:
+                return channel
+
+    def on_chat_keys(self, listener: Callable[[tuple[bytes, ...]], None]) -> None:
+        """Call `listener` with the chat token keys (PEMs) now, when known (pushed, or cached from an earlier
+        run), and whenever the controller pushes a new set."""
+        self._chat_key_listeners.append(listener)
+        if self.chat_keys is not None:
+            listener(self.chat_keys)
+
+    def _chat_keys_pushed(self, pems: tuple[bytes, ...]) -> None:
+        if pems == self.chat_keys:
+            return
+        self._set_chat_keys(pems)
+        log.info("controller: %d chat token key(s) to verify chatters with", len(pems))
+        previous = self._chat_key_writes
+
+        async def save() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            try:
+                await asyncio.to_thread(save_chat_keys, self.cfg.data_path, pems)
+            except OSError as exc:
+                self._quiet.warning("chat-keys", "cannot cache the chat token keys in %s: %s",
+                                    enroll.identity_dir(self.cfg.data_path), exc)
+
+        self._chat_key_writes = asyncio.get_running_loop().create_task(save(), name="edged-agent-chat-keys")
+
+    def _set_chat_keys(self, pems: tuple[bytes, ...]) -> None:
+        self.chat_keys = pems
+        for cb in list(self._chat_key_listeners):
+            try:
+                cb(pems)
+            except Exception:
+                log.exception("chat key listener failed")
+
     def _notify_identity(self, ident: enroll.Identity) -> None:
         for cb in list(self.identity_listeners):
             try:
                 cb(ident)
             except Exception:
                 log.exception("identity listener failed")
+
+
+def load_chat_keys(data_path: Path) -> tuple[bytes, ...] | None:
+    """The chat token keys cached by an earlier run (None: never pushed). Blocking."""
+    path = enroll.identity_dir(data_path) / CHAT_KEYS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read the cached chat token keys %s: %s", path, exc)
+        return None
+    from edged.chat.identity import split_pem_bundle
+
+    return tuple(split_pem_bundle(data))
+
+
+def save_chat_keys(data_path: Path, pems: tuple[bytes, ...]) -> None:
+    """Cache the pushed chat token keys (a PEM bundle; public keys, so no secret). Blocking."""
+    d = enroll.identity_dir(data_path)
+    d.mkdir(parents=True, exist_ok=True)
+    write_atomic(d / CHAT_KEYS_FILE, b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems))
