@@ -58,6 +58,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def Chat(self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         node_id = await identify_node(self.registry, context)
         session = self.hub.attach(node_id)
+        if session.closed.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"chat: {session.close_reason}")
         log.info("chat: node %s opened its chat stream from %s", node_id, context.peer())
         try:
             async with asyncio.timeout(WRITE_TIMEOUT):
