@@ -12,7 +12,7 @@ Layout on JetStream (created by the first edge that connects, left as it is when
   `Nats-Msg-Id` = the submission id, so a retry or a replay inside the duplicate window is stored once)
   and operators' moderation records (`publish_moderation`);
 - one KV bucket (`<stream>_ROOMS`, 64 revisions per key), one key per room: checkpoints of the room's
-  durable state (modes, bans, live timeouts) at a stream sequence.
+  durable state (modes, bans, live timeouts) at a stream sequence (`edged.chat.nats_checkpoints`).
 
 Ordering and agreement. Each edge that watches a room consumes its subject in stream order (an ordered
 push consumer) and feeds each record to its own `edged.chat.room.Room`, with `now_ms` taken from the
@@ -26,23 +26,13 @@ the last record it processed. A record that does not decode (`nats_wire.WireErro
 rate-limited log line, by every edge alike. A refusal (or a command's confirmation) is a `Verdict` on the
 edge whose node id the submission carries (`origin_node`, stamped here) and nowhere else.
 
-Watching a room: snapshot and history come from replaying the subject from a bounded start. Every edge
-that follows a room live writes a checkpoint - the room's durable state after the first record of each
-`checkpoint_s` bucket of JetStream time - with a compare-and-set, so the bucket holds one per bucket. A
-new watcher takes the newest checkpoint at least the room's longest rule window old (history, r9k,
-client-nonce, duplicate and rate windows, and the checkpoint's own slow-mode interval, plus 30 s for
-clock skew; ten minutes with the default limits) and replays every record after it without delivering
-anything, then sends `on_snapshot` and `on_history` and goes live. Why this and not a plain start time:
-bans and modes can be older than any window, and the checkpoint carries them; the replay rebuilds what
-`Room` keeps only in memory (history, rate and duplicate windows). Why not a checkpoint of everything:
-`Room`'s per-user windows are not part of its snapshot, and replaying a window's worth of records gives
-the same decisions as the edges that watched all along, except where a record decided inside the first
-window of the replay depended on what came before the checkpoint (a borderline rate or duplicate
-decision), which can then differ for that window's length. With no checkpoint old enough the replay
-starts at the subject's first record (a room younger than its windows). What is lost: an operator's
-action on a room nobody watched for longer than `retention_s` (no edge checkpointed it before the stream
-dropped it), and, with more than 64 checkpoints inside one window (a `checkpoint_s` far below the
-windows), the part of the window before the oldest one.
+Watching a room: the edge replays the subject from a checkpoint of the room's durable state in the
+KV bucket (`edged.chat.nats_checkpoints` says which, and why that bounds the replay and keeps the
+decisions equal), delivering nothing, then sends `on_snapshot` and `on_history` and goes live.
+
+Publishing: one connection, up to PUBLISH_WINDOW records in flight, so the records of one edge are
+stored in the order it submitted them; a record that failed is published again with those after it
+(the ones already stored are stored once), the only case where one edge's records can swap.
 
 Degraded mode (NATS unreachable, or JetStream not answering a publish): `connected` is False and
 `on_bus_state(False)` is called; each watched room is ordered by a local replica of its `Room` (a copy
@@ -60,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import itertools
 import logging
 import time
 import uuid
@@ -75,13 +66,14 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from edged.chat.bus import ChatSink
 from edged.chat.local_bus import room_id_for
 from edged.chat.model import (
     ChatLimits,
+    ChatLine,
     EventKind,
     Moderation,
     NoticeId,
@@ -89,12 +81,11 @@ from edged.chat.model import (
     Submission,
     Verdict,
 )
+from edged.chat.nats_checkpoints import KV_HISTORY, choose_checkpoint, read_checkpoints, write_checkpoint
 from edged.chat.nats_wire import (
     Checkpoint,
     WireError,
-    decode_checkpoint,
     decode_record,
-    encode_checkpoint,
     encode_moderation,
     encode_submission,
     room_token,
@@ -106,34 +97,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "CHAT"
 DEFAULT_PREFIX = "chat.room"
-KV_HISTORY = 64  # checkpoints kept per room (JetStream's KV maximum)
-SKEW_MS = 30_000  # edge wall clock vs the server's clock, when choosing a checkpoint old enough
 MAX_LOCAL_IDS = 10_000  # locally delivered submissions remembered, not to deliver them twice
 MSG_ID = "Nats-Msg-Id"
+PUBLISH_WINDOW = 256  # records published before waiting for their acks
 DEFAULT_LIMITS = ChatLimits()
 _DURABLE = (EventKind.CLEARCHAT, EventKind.UNBAN, EventKind.ROOMSTATE)  # CLEARCHAT of a user, not /clear
-
-
-def replay_window_ms(limits: ChatLimits, slow_seconds: int = 0) -> int:
-    """How far back a watcher's replay must start so that every rule window of `Room` is covered."""
-    longest = max(limits.history_seconds, limits.r9k_seconds, limits.nonce_seconds, limits.duplicate_seconds,
-                  limits.window_seconds, float(slow_seconds))
-    return int(longest * 1000) + SKEW_MS
-
-
-def choose_checkpoint(entries: Sequence[Checkpoint], wall_ms: int, limits: ChatLimits,
-                      complete: bool) -> Checkpoint | None:
-    """The checkpoint a new watcher replays from: the newest one at least the replay window old.
-
-    `entries` oldest first; `complete` when the bucket may hold older ones no more (fewer than its
-    history limit). None: replay from the subject's first record. When every checkpoint is too new and
-    older ones were dropped, the oldest kept one (the replay then covers less than the window)."""
-    for c in reversed(entries):
-        if c.time_ms <= wall_ms - replay_window_ms(limits, c.snapshot.modes.slow_seconds):
-            return c
-    if entries and not complete:
-        return entries[0]
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +153,10 @@ class NatsBus:
         retention_s: float = 86_400.0,
         duplicate_window_s: float = 600.0,
         checkpoint_s: float = 60.0,
-        max_buffered: int = 1_000,
+        max_buffered: int = 10_000,
         heartbeat_s: float = 2.0,
         reconnect_wait_s: float = 1.0,
-        publish_timeout_s: float = 2.0,
+        publish_timeout_s: float = 5.0,
         connect_grace_s: float = 2.0,
         wall: Callable[[], float] = time.time,
         room_id: Callable[[str], str] = room_id_for,
@@ -244,6 +212,7 @@ class NatsBus:
 
     async def close(self) -> None:
         self._closed = True
+        self._sink = None
         tasks = set(self._tasks)
         for feed in list(self._feeds.values()):
             tasks |= feed.tasks
@@ -254,7 +223,6 @@ class NatsBus:
         if nc is not None:
             with suppress(Exception):
                 await nc.close()
-        self._sink = None
 
     def watch(self, room: str) -> None:
         if room in self._feeds or self._closed:
@@ -315,39 +283,62 @@ class NatsBus:
         return True
 
     async def _publish_loop(self) -> None:
-        """Publishes the buffer in order, one at a time; a failure keeps the record at the head."""
+        """Publishes the buffer in order, up to PUBLISH_WINDOW records in flight on the one connection (the
+        server stores them in the order they were sent). The first record that fails and every one after
+        it stay in the buffer and are published again: those that had been stored meanwhile are stored
+        once (the dedup header), so only such a retry can put this edge's records out of their order."""
         backoff = 0.1
         while True:
             if not self._buffer:
+                if self._publish_failing:  # the record that failed is gone (dropped): nothing says it still fails
+                    self._publish_failing = False
+                    self._update_health()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self._ready or self._js is None:
+            js = self._js
+            if not self._ready or js is None:
                 await self._ready_event.wait()
                 continue
-            head = self._buffer[0]
-            try:
-                await self._js.publish(head.subject, head.payload, timeout=self.publish_timeout_s,
-                                       stream=self.stream, headers={MSG_ID: head.msg_id})
-            except nats.errors.MaxPayloadError:
-                self._quiet.log("too-big", logging.WARNING, "chat bus: a record over NATS max_payload dropped")
+            window = list(itertools.islice(self._buffer, PUBLISH_WINDOW))
+            futures: list[asyncio.Future[PubAck]] = []
+            failure: BaseException | None = None
+            for p in window:
+                try:
+                    futures.append(await js.publish_async(p.subject, p.payload, stream=self.stream,
+                                                          headers={MSG_ID: p.msg_id}))
+                except nats.errors.MaxPayloadError:
+                    self._quiet.log("too-big", logging.WARNING, "chat bus: a record over NATS max_payload dropped")
+                    self._buffer.remove(p)
+                    break
+                except Exception as exc:  # the connection is gone, too many pending
+                    failure = exc
+                    break
+            results: list[PubAck | BaseException] = []
+            if futures:
+                try:
+                    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True),
+                                                     self.publish_timeout_s)
+                except TimeoutError as exc:  # the futures were cancelled with the gather
+                    results = [f.result() if f.done() and not f.cancelled() and f.exception() is None else exc
+                               for f in futures]
+            for result in results:
+                if isinstance(result, BaseException):
+                    failure = result
+                    break
                 self._buffer.popleft()
+            if failure is None:
+                backoff = 0.1
+                if self._publish_failing:
+                    self._publish_failing = False
+                    self._update_health()
                 continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # timeouts, no responders, connection lost: JetStream is not answering
-                self._quiet.log("publish", logging.WARNING, "chat bus: publish to %s failed (%s); retrying",
-                                head.subject, type(exc).__name__)
-                self._publish_failing = True
-                self._update_health()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            self._buffer.popleft()
-            if self._publish_failing:
-                self._publish_failing = False
-                self._update_health()
+            self._quiet.log("publish", logging.WARNING, "chat bus: publish to %s failed (%s); retrying",
+                            self._buffer[0].subject if self._buffer else "?", type(failure).__name__)
+            self._publish_failing = True
+            self._update_health()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
     # --- connection -------------------------------------------------------------------------------
 
@@ -502,23 +493,11 @@ class NatsBus:
     async def _choose_start(self, feed: _Feed) -> None:
         kv = self._kv
         assert kv is not None
-        entries: list[Checkpoint] = []
-        kept = 0
-        try:
-            history = await kv.history(feed.key)
-        except nats.js.errors.NoKeysError:
-            history = []
-        for entry in history:
-            if entry.value is None:
-                continue
-            kept += 1
-            try:
-                entries.append(decode_checkpoint(entry.value))
-            except WireError as exc:
-                self._quiet.log("checkpoint", logging.WARNING, "chat bus: room %s: checkpoint skipped (%s)",
-                                feed.room, exc.reason)
-        entries.sort(key=lambda c: c.sseq)
-        chosen = choose_checkpoint(entries, self._now_ms(), self.limits, complete=kept < KV_HISTORY)
+        entries, complete, skipped = await read_checkpoints(kv, feed.key)
+        for reason in skipped:
+            self._quiet.log("checkpoint", logging.WARNING, "chat bus: room %s: checkpoint skipped (%s)",
+                            feed.room, reason)
+        chosen = choose_checkpoint(entries, self._now_ms(), self.limits, complete=complete)
         if chosen is None:
             feed.canon = Room(RoomSnapshot(room=feed.room, room_id=self._room_id(feed.room)), self.limits)
             feed.next_sseq = 1
@@ -632,31 +611,34 @@ class NatsBus:
             return  # caught up with what a link that is up again had; the replica orders until JetStream answers
         feed.local = None
         if resync or not feed.snapshot_sent:
-            now = self._now_ms()
-            sink.on_snapshot(room.snapshot(now))
+            snapshot, history = self._views(feed, room)
+            sink.on_snapshot(snapshot)
             feed.snapshot_sent = True
             if not feed.history_sent:
-                sink.on_history(feed.room, room.history(now))
+                sink.on_history(feed.room, history)
                 feed.history_sent = True
 
+    def _views(self, feed: _Feed, room: Room) -> tuple[RoomSnapshot, list[ChatLine]]:
+        """The room's snapshot and history as of now, without changing the canonical state.
+
+        `Room.snapshot(t)` and `Room.history(t)` expire and trim as of `t`; at this edge's clock, ahead of
+        the records to come, that would change later decisions here and nowhere else. So: the snapshot as
+        of the last record's time (expiring there is what that record already did), the history with no
+        trimming by time (t = 0; its length bound already holds), then both filtered by this edge's clock."""
+        now = self._now_ms()
+        snap = room.snapshot(feed.last_time_ms or 0)
+        live = tuple(r for r in snap.restrictions if r.permanent or r.until_ms > now)
+        oldest = now - int(self.limits.history_seconds * 1000)
+        lines = [ln for ln in room.history(0) if ln.sent_ms >= oldest]
+        return dataclasses.replace(snap, restrictions=live), lines
+
     async def _write_checkpoints(self, feed: _Feed) -> None:
-        """Write the newest waiting checkpoint unless the bucket already has one as new (compare-and-set)."""
+        """Write the newest waiting checkpoint (older waiting ones are superseded by it)."""
         kv = self._kv
         while feed.checkpoint is not None and kv is not None:
             c, feed.checkpoint = feed.checkpoint, None
             try:
-                try:
-                    entry = await kv.get(feed.key)
-                except nats.js.errors.KeyNotFoundError:
-                    await kv.create(feed.key, encode_checkpoint(c))
-                    continue
-                if entry.value is not None:
-                    with suppress(WireError):
-                        if decode_checkpoint(entry.value).sseq >= c.sseq:
-                            continue
-                await kv.update(feed.key, encode_checkpoint(c), last=entry.revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # another edge wrote one meanwhile
+                await write_checkpoint(kv, feed.key, c)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -18,7 +18,7 @@ from edged.chat.model import (
     RoomSnapshot,
     Submission,
 )
-from edged.chat.nats_bus import SKEW_MS, choose_checkpoint, replay_window_ms
+from edged.chat.nats_checkpoints import SKEW_MS, choose_checkpoint, replay_window_ms
 from edged.chat.nats_wire import (
     Checkpoint,
     WireError,
