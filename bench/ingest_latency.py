@@ -155,7 +155,7 @@ async def run_edged(tags: list[tuple[str, int, bytes]]) -> tuple[float, float, f
         return await asyncio.to_thread(get)
 
     argv = [sys.executable, "-m", "edged", "run", "--data-dir", data, "--rtmp", f"127.0.0.1:{rtmp}",
-            "--http", f"127.0.0.1:{http}", "--no-srt", "--no-transcode", "--channel", "bench:benchkey",
+            "--http", f"127.0.0.1:{http}", "--no-srt", "--no-transcode", "--no-chat", "--channel", "bench:benchkey",
             "--log-level", "warning"]
     return await measure("edged", argv, rtmp, "benchkey", fetch, tags, data)
 

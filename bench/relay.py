@@ -124,16 +124,16 @@ class Fleet:
             time.sleep(0.1)
         raise RuntimeError(f"timed out waiting for {what}; logs in {self.work}")
 
-    def controller(self) -> None:
+    def controller(self, extra_config: str = "") -> None:
         cfg = self.work / "originctl.toml"
         cfg.write_text(f'data_dir = "{self.work / "origin"}"\ngrpc = "127.0.0.1:{self.grpc}"\n'
                        f'edge_grpc = "127.0.0.1:{self.edge_grpc}"\nhttp = "127.0.0.1:{self.ctl_http}"\n'
-                       "[relay]\nmax_children = 2\n")
+                       "[relay]\nmax_children = 2\n" + extra_config)
         self.start("originctl", [sys.executable, "-m", "originctl", "serve", "--config", str(cfg)])
         self.wait(lambda: http_get(f"http://127.0.0.1:{self.ctl_http}/healthz")[0] == 200, "the controller")
 
-    def edge(self, name: str, token: str, relay: bool = False) -> None:
-        e = {"http": free_port(), "rtmp": free_port(), "relay": free_port(), "data": self.work / name}
+    def edge(self, name: str, token: str, relay: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+        e = {"http": free_port(), "rtmp": free_port(), "relay": free_port(), "irc": free_port(), "data": self.work / name}
         cfg = self.work / f"{name}.toml"
         cfg.write_text(f'[origin]\nheartbeat_seconds = 0.5\n[node]\nname = "{name}"\nadvertise = false\n'
                        f"relay = {'true' if relay else 'false'}\n[hls]\nsegment_seconds = {self.segment_seconds}\n"
@@ -141,7 +141,8 @@ class Fleet:
         self.edges[name] = e
         self.start(name, [sys.executable, "-m", "edged", "run", "--config", str(cfg), "--data-dir", str(e["data"]),
                           "--rtmp", f"127.0.0.1:{e['rtmp']}", "--http", f"127.0.0.1:{e['http']}",
-                          "--relay", f"127.0.0.1:{e['relay']}", "--no-srt", "--no-transcode",
+                          "--relay", f"127.0.0.1:{e['relay']}", "--irc", f"127.0.0.1:{e['irc']}", "--no-srt",
+                          "--no-transcode", *extra_args,
                           "--origin", f"127.0.0.1:{self.grpc}", "--enroll-token", token])
 
     def node_id(self, name: str) -> str:

@@ -159,7 +159,7 @@ class Edge:
         else:
             head = [sys.executable, "-m", "edged", "run", "--config", str(self.config), "--data-dir", str(self.data),
                     "--rtmp", f"127.0.0.1:{self.rtmp}", "--http", f"127.0.0.1:{self.http}", "--no-srt",
-                    "--relay", f"127.0.0.1:{free_port()}"]
+                    "--relay", f"127.0.0.1:{free_port()}", "--irc", f"127.0.0.1:{free_port()}"]
         return [*head, "--origin", origin, "--enroll-token", token]
 
     def start(self, origin: str, token: str) -> subprocess.Popen[bytes]:

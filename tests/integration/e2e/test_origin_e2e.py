@@ -53,7 +53,7 @@ class EdgeNode:
                  srt: bool = False, auth_cache: float = AUTH_CACHE) -> None:
         self.procs, self.name = procs, name
         self.data = tmp / name
-        self.http, self.rtmp, self.relay = free_port(), free_port(), free_port()
+        self.http, self.rtmp, self.relay, self.irc = free_port(), free_port(), free_port(), free_port()
         self.srt = free_port(socket.SOCK_DGRAM) if srt else 0
         self.config = tmp / f"{name}.toml"
         self.config.write_text(
@@ -65,7 +65,7 @@ class EdgeNode:
         self.procs.start(self.name, [
             sys.executable, "-m", "edged", "run", "--config", str(self.config), "--data-dir", str(self.data),
             "--rtmp", f"127.0.0.1:{self.rtmp}", "--http", f"127.0.0.1:{self.http}", "--no-transcode",
-            "--relay", f"127.0.0.1:{self.relay}",
+            "--relay", f"127.0.0.1:{self.relay}", "--irc", f"127.0.0.1:{self.irc}",
             *(["--srt", f"127.0.0.1:{self.srt}"] if self.srt else ["--no-srt"]),
             "--origin", origin, f"--enroll-token={token}"])
 
