@@ -4,8 +4,9 @@ Each room is an `edged.chat.room.Room` (the same rules the controller's hub appl
 room's events with a sequence from 1 and hands them to the sink. Nothing is delivered from inside a call:
 `watch` and `submit` schedule their callbacks on the loop, as a bus with a network in between would.
 
-A room's rules state (bans, timeouts, modes) lives as long as the process: an unwatched room is kept
-while it has restrictions or non-default modes, and forgotten otherwise. The room's `room-id` is derived
+A room's state (bans, timeouts, modes, recent history) lives as long as the process: an unwatched room is
+kept while it has restrictions, non-default modes or history (at most `history_seconds` old), and is
+forgotten otherwise (at most MAX_IDLE_ROOMS unwatched rooms are kept, the oldest go first). The room's `room-id` is derived
 from its name (stable across restarts and across standalone edges).
 """
 
@@ -99,8 +100,9 @@ class LocalBus:
     def _forget_idle(self) -> None:
         now = self._now_ms()
         for name in list(self._idle):
-            snap = self._rooms[name].snapshot(now)
-            if not snap.restrictions and snap.modes == RoomModes():
+            room = self._rooms[name]
+            snap = room.snapshot(now)
+            if not snap.restrictions and snap.modes == RoomModes() and not room.history(now):
                 del self._idle[name]
                 del self._rooms[name]
                 del self._seq[name]

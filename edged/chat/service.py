@@ -291,7 +291,8 @@ class ChatService:
         for c in self._conns:
             by[c.kind] = by.get(c.kind, 0) + 1
         return {"connections": len(self._conns), "by_transport": by, "rooms": len(self._rooms),
-                "bus": type(self.bus).__name__, "bus_connected": self.bus_connected}
+                "bus": type(self.bus).__name__, "bus_connected": self.bus_connected,
+                "token_keys": len(self.verifier.keys) if self.verifier is not None else 0}
 
     # --- connections (called by the servers) ----------------------------------------------------------
 

@@ -75,42 +75,42 @@ class IrcClient:
         await self.send(f"JOIN #{room}")
         return await self.until(lambda msg: msg.command == "ROOMSTATE" and msg.params[0] == f"#{room}")
 
-    async def next(self, wait: float = WAIT) -> Message | None:
+    async def next(self, timeout: float = WAIT) -> Message | None:  # noqa: ASYNC109
         """The next line, or None at EOF."""
-        raw = await asyncio.wait_for(self.reader.readline(), wait)
+        raw = await asyncio.wait_for(self.reader.readline(), timeout)
         if not raw:
             return None
         msg = parse(raw.decode().rstrip("\r\n"))
         self.seen.append(msg)
         return msg
 
-    async def until(self, pred: Any, wait: float = WAIT) -> list[Message]:
+    async def until(self, pred: Any, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
         """Lines up to and including the first that satisfies `pred`; AssertionError at EOF or timeout."""
         got: list[Message] = []
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no expected line within {wait}s; got {[m.serialize() for m in got]}") from None
+                raise AssertionError(f"no expected line within {timeout}s; got {[m.serialize() for m in got]}") from None
             try:
                 msg = await self.next(left)
             except TimeoutError:
-                raise AssertionError(f"no expected line within {wait}s; got {[m.serialize() for m in got]}") from None
+                raise AssertionError(f"no expected line within {timeout}s; got {[m.serialize() for m in got]}") from None
             if msg is None:
                 raise AssertionError(f"connection closed; got {[m.serialize() for m in got]}")
             got.append(msg)
             if pred(msg):
                 return got
 
-    async def closed(self, wait: float = WAIT) -> list[Message]:
+    async def closed(self, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
         """Every line until the server closes the connection (AssertionError if it does not in time)."""
         got: list[Message] = []
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 msg = await self.next(max(0.01, deadline - time.monotonic()))
             except TimeoutError:
-                raise AssertionError(f"still open after {wait}s; got {[m.serialize() for m in got]}") from None
+                raise AssertionError(f"still open after {timeout}s; got {[m.serialize() for m in got]}") from None
             except ConnectionResetError:
                 return got
             if msg is None:
@@ -142,9 +142,9 @@ class WsClient:
     async def send_frame(self, text: str) -> None:
         await self.ws.send_str(text)
 
-    async def next(self, wait: float = WAIT) -> Message | None:
+    async def next(self, timeout: float = WAIT) -> Message | None:  # noqa: ASYNC109
         while not self.buffer:
-            frame = await asyncio.wait_for(self.ws.receive(), wait)
+            frame = await asyncio.wait_for(self.ws.receive(), timeout)
             if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
                               aiohttp.WSMsgType.ERROR):
                 return None
@@ -152,31 +152,31 @@ class WsClient:
             self.buffer.extend(parse(line) for line in text.split("\r\n") if line)
         return self.buffer.pop(0)
 
-    async def until(self, pred: Any, wait: float = WAIT) -> list[Message]:
+    async def until(self, pred: Any, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
         got: list[Message] = []
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no expected frame within {wait}s; got {[m.serialize() for m in got]}") from None
+                raise AssertionError(f"no expected frame within {timeout}s; got {[m.serialize() for m in got]}") from None
             try:
                 msg = await self.next(left)
             except TimeoutError:
-                raise AssertionError(f"no expected frame within {wait}s; got {[m.serialize() for m in got]}") from None
+                raise AssertionError(f"no expected frame within {timeout}s; got {[m.serialize() for m in got]}") from None
             if msg is None:
                 raise AssertionError(f"WebSocket closed; got {[m.serialize() for m in got]}")
             got.append(msg)
             if pred(msg):
                 return got
 
-    async def closed(self, wait: float = WAIT) -> list[Message]:
+    async def closed(self, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
         got: list[Message] = []
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 msg = await self.next(max(0.01, deadline - time.monotonic()))
             except TimeoutError:
-                raise AssertionError(f"still open after {wait}s; got {[m.serialize() for m in got]}") from None
+                raise AssertionError(f"still open after {timeout}s; got {[m.serialize() for m in got]}") from None
             if msg is None:
                 return got
             got.append(msg)
