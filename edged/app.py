@@ -401,7 +401,10 @@ class EdgeApp:
         if self.agent is not None:
             self.agent.on_chat_keys(lambda pems: verifier.update_keys([*local, *pems]))
         bus = await self._chat_bus()
-        self.chat = ChatService(chat, bus, verifier, node_id=self._node_id)
+        # submissions carry the node ID their bus knows this edge by (NATS routes verdicts by it)
+        bus_node = getattr(bus, "node_id", None)
+        node_id = (lambda: str(bus_node)) if isinstance(bus_node, str) else self._node_id
+        self.chat = ChatService(chat, bus, verifier, node_id=node_id)
         await self.chat.start()  # stopped first of all in stop(): clients get RECONNECT before anything closes
         if chat.websocket:
             self._chat_ws = ChatWebSocket(self.chat)
