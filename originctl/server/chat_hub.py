@@ -15,7 +15,8 @@ applies), and for each input:
   the rooms; an operator's action (`moderate`, from `originctl chat`) is answered once it is stored.
 
 Watching: a fresh watch gets the room's snapshot and history; a last_seq the ring still covers gets the events
-after it, then a snapshot; anything else gets a GAP event (seq = the room's head) and a snapshot.
+after it, then a snapshot; anything else gets a GAP event (seq = just before the ring's first event), the
+ring's events, and a snapshot.
 
 Seq across restarts: the store keeps, per room, a bound no issued seq exceeds, reserved `SEQ_BLOCK` ahead
 (one write per thousand events) and written exactly at a clean stop. A restarted hub continues after the
@@ -253,8 +254,12 @@ class ChatHub:
             for i in range(last_seq + 1 - first, len(hr.ring)):
                 session.push(hr.ring[i])
         else:
-            gap = RoomEvent(room=name, seq=hr.head, kind=EventKind.GAP, time_ms=now, room_id=hr.room.room_id)
+            # the hole ends where the ring begins; what the ring holds follows (after a restart: everything
+            # this hub ordered since, such as the messages other edges replayed when it came back)
+            gap = RoomEvent(room=name, seq=first - 1, kind=EventKind.GAP, time_ms=now, room_id=hr.room.room_id)
             session.push(Stamped(gap))
+            for stamped in hr.ring:
+                session.push(stamped)
             log.info("chat: node %s: room %s resumes after seq %d but the hub holds %d..%d: gap", session.node_id,
                      name, last_seq, first, hr.head)
         session.push(SnapshotItem(hr.room.snapshot(now), hr.head))
