@@ -30,6 +30,9 @@ Watching a room: the edge replays the subject from a checkpoint of the room's du
 KV bucket (`edged.chat.nats_checkpoints` says which, and why that bounds the replay and keeps the
 decisions equal), delivering nothing, then sends `on_snapshot` and `on_history` and goes live.
 
+What every reader of the stream shares with the controller's follower of every room (the layout, how a
+record is decided, when a checkpoint is due) is in `edged.chat.nats_stream`.
+
 Publishing: one connection, up to PUBLISH_WINDOW records in flight, so the records of one edge are
 stored in the order it submitted them; a record that failed is published again with those after it
 (the ones already stored are stored once), the only case where one edge's records can swap.
@@ -66,7 +69,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.kv import KeyValue
 
 from edged.chat.bus import ChatSink
@@ -74,34 +77,32 @@ from edged.chat.local_bus import room_id_for
 from edged.chat.model import (
     ChatLimits,
     ChatLine,
-    EventKind,
     Moderation,
     NoticeId,
     RoomSnapshot,
     Submission,
     Verdict,
 )
-from edged.chat.nats_checkpoints import KV_HISTORY, choose_checkpoint, read_checkpoints, write_checkpoint
-from edged.chat.nats_wire import (
-    Checkpoint,
-    WireError,
-    decode_record,
-    encode_moderation,
-    encode_submission,
-    room_token,
+from edged.chat.nats_checkpoints import choose_checkpoint, read_checkpoints, write_checkpoint
+from edged.chat.nats_stream import (
+    DEFAULT_PREFIX,
+    DEFAULT_STREAM,
+    MSG_ID,
+    StreamLayout,
+    checkpoint_due,
+    decide_record,
+    ensure_layout,
+    record_time_ms,
 )
+from edged.chat.nats_wire import Checkpoint, WireError, encode_moderation, encode_submission, room_token
 from edged.chat.room import Outcome, Room
 from edged.log import QuietLog
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STREAM = "CHAT"
-DEFAULT_PREFIX = "chat.room"
 MAX_LOCAL_IDS = 10_000  # locally delivered submissions remembered, not to deliver them twice
-MSG_ID = "Nats-Msg-Id"
 PUBLISH_WINDOW = 256  # records published before waiting for their acks
 DEFAULT_LIMITS = ChatLimits()
-_DURABLE = (EventKind.CLEARCHAT, EventKind.UNBAN, EventKind.ROOMSTATE)  # CLEARCHAT of a user, not /clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,9 @@ class NatsBus:
         self.limits = limits
         self.stream = stream
         self.prefix = prefix
-        self.bucket = f"{stream}_ROOMS"
+        self.layout = StreamLayout(stream=stream, prefix=prefix, retention_s=retention_s,
+                                   duplicate_window_s=duplicate_window_s)
+        self.bucket = self.layout.bucket
         self.retention_s = retention_s
         self.duplicate_window_s = duplicate_window_s
         self.checkpoint_ms = max(1, int(checkpoint_s * 1000))
@@ -227,7 +230,7 @@ class NatsBus:
     def watch(self, room: str) -> None:
         if room in self._feeds or self._closed:
             return
-        feed = _Feed(room=room, subject=f"{self.prefix}.{room_token(room)}", key=room_token(room))
+        feed = _Feed(room=room, subject=self.layout.subject(room), key=room_token(room))
         self._feeds[room] = feed
         feed.task = self._spawn(self._run_feed(feed), feed.tasks)
         if self._local_mode:
@@ -243,7 +246,7 @@ class NatsBus:
             return
         if not submission.origin_node:
             submission = dataclasses.replace(submission, origin_node=self.node_id)
-        subject = f"{self.prefix}.{room_token(submission.room)}"
+        subject = self.layout.subject(submission.room)
         pending = _Pending(subject, encode_submission(submission), submission.id)
         if self._healthy:
             self._enqueue(pending, submission)
@@ -263,7 +266,7 @@ class NatsBus:
 
     def moderate(self, moderation: Moderation) -> None:
         """An operator's action, published from this edge (not part of the port; see `publish_moderation`)."""
-        subject = f"{self.prefix}.{room_token(moderation.room)}"
+        subject = self.layout.subject(moderation.room)
         self._buffer.append(_Pending(subject, encode_moderation(moderation), str(uuid.uuid4())))
         self._wake.set()
 
@@ -418,20 +421,7 @@ class NatsBus:
     async def _ensure(self) -> None:
         js = self._js
         assert js is not None
-        config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.*"], storage=StorageType.FILE,
-                              max_age=self.retention_s, duplicate_window=self.duplicate_window_s)
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != 10058:  # "stream name already in use with a different configuration"
-                raise
-            info = await js.stream_info(self.stream)
-            self._quiet.log("stream-config", logging.WARNING, "chat bus: stream %s exists with another "
-                            "configuration (subjects %s); using it as it is", self.stream, info.config.subjects)
-        try:
-            self._kv = await js.create_key_value(bucket=self.bucket, history=KV_HISTORY)
-        except nats.js.errors.BadRequestError:
-            self._kv = await js.key_value(self.bucket)
+        self._kv = await ensure_layout(js, self.layout, self._quiet)
 
     def _update_health(self) -> None:
         healthy = self._link and self._ready and not self._publish_failing and not self._closed
@@ -540,7 +530,7 @@ class NatsBus:
         sseq = meta.sequence.stream
         if sseq < feed.next_sseq:  # seen before the consumer was recreated
             return
-        now_ms = int(meta.timestamp.timestamp() * 1000)
+        now_ms = record_time_ms(msg)
         previous = feed.last_time_ms
         feed.next_sseq = sseq + 1
         feed.last_time_ms = now_ms
@@ -549,8 +539,7 @@ class NatsBus:
             durable = self._decide(feed, msg.data, sseq, now_ms)
         except Exception:  # a bug in the rules must not stop the room; every edge skips the same record
             log.exception("chat bus: room %s: record at stream sequence %d failed", feed.room, sseq)
-        if feed.delivering and (durable or previous is None
-                                or now_ms // self.checkpoint_ms != previous // self.checkpoint_ms):
+        if feed.delivering and checkpoint_due(previous, now_ms, self.checkpoint_ms, durable):
             self._checkpoint(feed)
         if not feed.synced and sseq >= feed.target:
             self._caught_up(feed)
@@ -570,14 +559,12 @@ class NatsBus:
         room = feed.canon
         assert room is not None
         try:
-            record = decode_record(data, feed.room)
+            decision = decide_record(room, data, now_ms)
         except WireError as exc:
             self._quiet.log("malformed", logging.WARNING, "chat bus: room %s: record at stream sequence %d "
                             "skipped: %s", feed.room, sseq, exc.reason)
             return False
-        outcome = room.submit(record, now_ms) if isinstance(record, Submission) else room.moderate(record, now_ms)
-        durable = any(e.kind in _DURABLE and (e.kind != EventKind.CLEARCHAT or e.target_login)
-                      for e in outcome.events)
+        record, outcome, durable = decision.record, decision.outcome, decision.durable
         if not feed.delivering:
             return durable
         sink = self._sink

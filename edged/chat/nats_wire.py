@@ -60,6 +60,18 @@ def room_token(room: str) -> str:
     return "=" + room.encode().hex()
 
 
+def room_from_token(token: str) -> str | None:
+    """The room whose `room_token` is `token`; None for a token `room_token` never writes (a subject some
+    other publisher made up: a follower of every room skips it)."""
+    if not token.startswith("="):
+        return token if _TOKEN.fullmatch(token) else None
+    try:
+        room = bytes.fromhex(token[1:]).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return room if room and room_token(room) == token else None
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     sseq: int  # the stream sequence of the last input this state includes
