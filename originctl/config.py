@@ -24,6 +24,11 @@ Controller TOML (every key optional; flags win):
                                   # [] = the controller's own Ed25519 key, made on first start in the data
                                   # dir (chat-signing.key, 0600): `originctl chat token` mints with it
     resume_events = 1000          # events kept per room for edges that reconnect (older: a gap notice)
+    bus = "hub"                   # where the fleet's chat runs: "hub" = this controller orders every room;
+                                  # "nats" = NATS JetStream (the edges' [chat] bus = "nats"): operators'
+                                  # actions are published there and the store follows every room on it
+                                  # (the hub keeps serving edges on the hub bus)
+    nats_url = "nats://127.0.0.1:4222"  # with bus = "nats": nats://HOST:PORT or tls://HOST:PORT
     [chat.limits]                 # the room rules' limits (edged.chat.model.ChatLimits), fleet-wide
     messages_per_window = 20      # per user per room per window_seconds (moderators: 100)
     window_seconds = 30.0
@@ -43,6 +48,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edged.chat.model import ChatLimits
 from edged.common.hostport import HostPortError, split_hostport
@@ -70,6 +76,8 @@ class RelayConfig:
 class ChatConfig:
     jwt_public_keys: tuple[str, ...] = ()
     resume_events: int = 1000
+    bus: str = "hub"
+    nats_url: str = "nats://127.0.0.1:4222"
     limits: ChatLimits = ChatLimits()
 
 
@@ -159,6 +167,10 @@ def validate_chat(chat: ChatConfig) -> None:
             raise ConfigError(f"chat.jwt_public_keys[{i}]", f"no PEM key in {path}")
     if not 0 <= chat.resume_events <= 1_000_000:
         raise ConfigError("chat.resume_events", "expected between 0 and 1000000")
+    if chat.bus not in ("hub", "nats"):
+        raise ConfigError("chat.bus", 'expected "hub" or "nats"')
+    if chat.bus == "nats":
+        check_nats_url(chat.nats_url, "chat.nats_url")
     lim = chat.limits
     for name, n in (("messages_per_window", lim.messages_per_window),
                     ("moderator_messages_per_window", lim.moderator_messages_per_window),
@@ -172,6 +184,21 @@ def validate_chat(chat: ChatConfig) -> None:
                     ("r9k_seconds", lim.r9k_seconds)):
         if not 0 <= x <= 86_400 * 30:  # also refuses nan
             raise ConfigError(f"chat.limits.{name}", "expected between 0 and 2592000 seconds")
+
+
+def check_nats_url(url: str, key: str) -> str:
+    """nats://HOST:PORT or tls://HOST:PORT (credentials in the URL allowed, as nats-py takes them)."""
+    expected = "expected nats://HOST:PORT or tls://HOST:PORT"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(key, f"{expected}: {exc}") from None
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise ConfigError(key, f"{expected} (scheme nats or tls, and a host)")
+    if port is None or port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(key, f"{expected} (a port, and nothing after it)")
+    return url
 
 
 def client_config_path() -> Path:

@@ -102,11 +102,19 @@ class ControllerMetrics:
         self.chat_rooms = Gauge("originctl_chat_rooms", "Chat rooms the hub holds (watched by an edge, or used "
                                 "within the history window)", registry=r)
         self.chat_messages = Counter(
-            "originctl_chat_messages", "Chat submissions the hub ordered, by result: accepted (delivered to the "
-            "room), refused (a NOTICE to the sender only), command (a moderator's command carried out), duplicate "
-            "(a retry or replay already seen: dropped)", ["result"], registry=r)
-        for result in ("accepted", "refused", "command", "duplicate"):
+            "originctl_chat_messages", "Chat submissions the hub ordered, and with [chat] bus = \"nats\" those the "
+            "controller saw decided on the NATS chat stream, by result: accepted (delivered to the room), refused (a "
+            "NOTICE to the sender only), command (a moderator's command carried out), duplicate (a retry or replay "
+            "already seen: dropped), malformed (NATS: a record no reader can decode, skipped)", ["result"],
+            registry=r)
+        for result in ("accepted", "refused", "command", "duplicate", "malformed"):
             self.chat_messages.labels(result)
+        self.chat_nats_connected = Gauge(
+            "originctl_chat_nats_connected", "1 while the controller follows the NATS chat stream ([chat] bus = "
+            "\"nats\"), else 0", registry=r)
+        self.chat_nats_sequence = Gauge(
+            "originctl_chat_nats_applied_sequence", "The last NATS chat stream sequence the controller applied "
+            "to its store's chat state", registry=r)
         self.chat_fanout = Counter("originctl_chat_fanout", "Chat room events queued to edges (one per event per "
                                    "edge watching the room)", registry=r)
 

@@ -253,6 +253,20 @@ class ChatRoomRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatNatsState:
+    """What the store keeps of the fleet's chat when it runs on NATS JetStream: where the controller's
+    follower of the chat stream stands (the first stream sequence it has not applied, and the JetStream
+    time of the last one it applied) and each room's durable state as of there (`ChatRoomRecord.seq`: the
+    stream sequence of the room's last record applied). `stream_created_ms`: when the stream the position
+    belongs to was created (a stream deleted and made again starts its sequences over)."""
+
+    next_sseq: int = 1
+    time_ms: int = 0
+    stream_created_ms: int = 0
+    rooms: tuple[ChatRoomRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRoomView:
     """A chat room as `originctl chat bans|mode` shows it."""
 

@@ -9,7 +9,9 @@ Schema changes are appended to MIGRATIONS; `PRAGMA user_version` says how many h
 adds channels (with the SHA-256 of their stream keys only) and streams (publish sessions and their
 placement); migration 3 the fleet-wide numbering of each channel (next sequence number and
 discontinuity count, which only go up); migration 4 chat rooms (modes, the seq no event went past) and
-their bans and timeouts.
+their bans and timeouts; migration 5 the same for the fleet's chat on NATS JetStream (rooms, bans and
+timeouts as the chat stream decided them, and the stream position they are as of), kept apart from the
+hub's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from edged.chat.model import Restriction, RoomModes
 from originctl.errors import Conflict, NotFound, StoreError, TokenExpired, TokenInvalid, TokenUsed
 from originctl.model import (
     ChannelRecord,
+    ChatNatsState,
     ChatRoomRecord,
     Event,
     NodeInfo,
@@ -153,6 +156,21 @@ class Store(abc.ABC):
                                      at_ms: int) -> None:
         """Insert or replace bans/timeouts by login and delete those of the `delete` logins, atomically."""
 
+    # chat on NATS JetStream (the controller follows the chat stream)
+    @abc.abstractmethod
+    async def load_chat_nats(self, stream: str, now_ms: int) -> ChatNatsState:
+        """Where the follower of `stream` stands and every room's state (live restrictions only; lapsed
+        timeouts are deleted); a fresh state (next_sseq 1, no rooms) when it never applied anything."""
+
+    @abc.abstractmethod
+    async def save_chat_nats(self, stream: str, position: ChatNatsState, rooms: Iterable[ChatRoomRecord],
+                             upsert: Iterable[tuple[str, Restriction]], delete: Iterable[tuple[str, str]],
+                             at_ms: int) -> None:
+        """In one transaction: the follower's position (`position`'s next_sseq, time_ms, stream_created_ms; its
+        rooms are not read), the rooms' room IDs, modes and last sequences
+        (`ChatRoomRecord.seq`; their restrictions are not read), restrictions inserted or replaced by (room,
+        login) and the (room, login) restrictions deleted."""
+
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -241,6 +259,37 @@ MIGRATIONS: tuple[str, ...] = (
         reason TEXT NOT NULL DEFAULT '',
         created_ms INTEGER NOT NULL,
         PRIMARY KEY (room, login)
+    );
+    """,
+    """
+    CREATE TABLE chat_nats_position (
+        stream TEXT PRIMARY KEY,
+        next_sseq INTEGER NOT NULL,
+        time_ms INTEGER NOT NULL,
+        stream_created_ms INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE chat_nats_rooms (
+        stream TEXT NOT NULL,
+        room TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        slow_seconds INTEGER NOT NULL DEFAULT 0,
+        subscribers_only INTEGER NOT NULL DEFAULT 0,
+        emote_only INTEGER NOT NULL DEFAULT 0,
+        r9k INTEGER NOT NULL DEFAULT 0,
+        last_sseq INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (stream, room)
+    );
+    CREATE TABLE chat_nats_restrictions (
+        stream TEXT NOT NULL,
+        room TEXT NOT NULL,
+        login TEXT NOT NULL,
+        user_id TEXT NOT NULL DEFAULT '',
+        until_ms INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '',
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (stream, room, login)
     );
     """,
 )
@@ -660,4 +709,58 @@ class SqliteStore(Store):
             conn.executemany(
                 "INSERT OR REPLACE INTO chat_restrictions (room, login, user_id, until_ms, reason, created_ms)"
                 " VALUES (?,?,?,?,?,?)", rows)
+        await self._call(fn)
+
+    # --- chat on NATS JetStream -----------------------------------------------------------------------
+
+    async def load_chat_nats(self, stream: str, now_ms: int) -> ChatNatsState:
+        def fn(conn: sqlite3.Connection) -> ChatNatsState:
+            conn.execute("DELETE FROM chat_nats_restrictions WHERE stream = ? AND until_ms > 0 AND until_ms <= ?",
+                         (stream, now_ms))
+            pos = conn.execute("SELECT * FROM chat_nats_position WHERE stream = ?",
+                               (stream,)).fetchone()
+            restrictions: dict[str, list[Restriction]] = {}
+            for r in conn.execute("SELECT * FROM chat_nats_restrictions WHERE stream = ? ORDER BY room, login",
+                                  (stream,)):
+                restrictions.setdefault(r["room"], []).append(
+                    Restriction(login=r["login"], user_id=r["user_id"], until_ms=r["until_ms"], reason=r["reason"]))
+            rooms = []
+            for r in conn.execute("SELECT * FROM chat_nats_rooms WHERE stream = ? ORDER BY room", (stream,)):
+                modes = RoomModes(slow_seconds=r["slow_seconds"], subscribers_only=bool(r["subscribers_only"]),
+                                  emote_only=bool(r["emote_only"]), r9k=bool(r["r9k"]))
+                rooms.append(ChatRoomRecord(room=r["room"], room_id=r["room_id"], modes=modes,
+                                            restrictions=tuple(restrictions.pop(r["room"], ())), seq=r["last_sseq"]))
+            for room, rs in sorted(restrictions.items()):  # restrictions of a room never saved (not expected)
+                rooms.append(ChatRoomRecord(room=room, room_id="", restrictions=tuple(rs)))
+            if pos is None:
+                return ChatNatsState(rooms=tuple(rooms))
+            return ChatNatsState(next_sseq=int(pos["next_sseq"]), time_ms=int(pos["time_ms"]),
+                                 stream_created_ms=int(pos["stream_created_ms"]), rooms=tuple(rooms))
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def save_chat_nats(self, stream: str, position: ChatNatsState, rooms: Iterable[ChatRoomRecord],
+                             upsert: Iterable[tuple[str, Restriction]], delete: Iterable[tuple[str, str]],
+                             at_ms: int) -> None:
+        room_rows = [(stream, r.room, r.room_id, r.modes.slow_seconds, int(r.modes.subscribers_only),
+                      int(r.modes.emote_only), int(r.modes.r9k), min(max(0, r.seq), MAX_SQLITE_INT), at_ms)
+                     for r in rooms]
+        rows = [(stream, room, r.login, r.user_id, r.until_ms, r.reason, at_ms) for room, r in upsert]
+        gone = [(stream, room, login) for room, login in delete]
+        row = (stream, min(max(1, position.next_sseq), MAX_SQLITE_INT), position.time_ms, position.stream_created_ms,
+               at_ms)
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO chat_nats_rooms (stream, room, room_id, slow_seconds, subscribers_only, emote_only, r9k,"
+                " last_sseq, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (stream, room) DO"
+                " UPDATE SET room_id = ?3, slow_seconds = ?4, subscribers_only = ?5, emote_only = ?6, r9k = ?7,"
+                " last_sseq = ?8, updated_ms = ?9", room_rows)
+            conn.executemany("DELETE FROM chat_nats_restrictions WHERE stream = ? AND room = ? AND login = ?", gone)
+            conn.executemany(
+                "INSERT OR REPLACE INTO chat_nats_restrictions (stream, room, login, user_id, until_ms, reason,"
+                " created_ms) VALUES (?,?,?,?,?,?,?)", rows)
+            conn.execute(
+                "INSERT INTO chat_nats_position (stream, next_sseq, time_ms, stream_created_ms, updated_ms)"
+                " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream) DO UPDATE SET next_sseq = ?2, time_ms = ?3,"
+                " stream_created_ms = ?4, updated_ms = ?5", row)
         await self._call(fn)
