@@ -6,6 +6,7 @@ import functools
 import hmac
 import ipaddress
 import itertools
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from originctl.server.channels import ChannelBook, check_name
 from originctl.server.chat_convert import chat_room_to_pb
 from originctl.server.chat_hub import ChatHub, check_room
 from originctl.server.chat_keys import ChatKeys
+from originctl.server.chat_nats import NatsChatFollower
 from originctl.server.edge_service import set_draining_command
 from originctl.server.numbering import NumberingBook
 from originctl.server.registry import Registry
@@ -43,6 +45,8 @@ DEFAULT_STREAMS = 100  # ended streams listed with --all
 MAX_STREAMS_PER_CALL = 10_000
 DEFAULT_CHAT_TOKEN_TTL = 3600.0  # s
 MAX_CHAT_TOKEN_TTL = 365 * 86400.0  # s
+
+log = logging.getLogger("originctl.chat")
 
 R = TypeVar("R")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
@@ -71,9 +75,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                  ca_fingerprint: str, metrics: ControllerMetrics, channels: ChannelBook | None = None,
                  streams: StreamBook | None = None, router: Router | None = None, *,
                  relays: RelayBook | None = None, numbering: NumberingBook | None = None,
-                 chat: ChatHub | None = None, chat_keys: ChatKeys | None = None) -> None:
+                 chat: ChatHub | None = None, chat_keys: ChatKeys | None = None,
+                 chat_nats: NatsChatFollower | None = None) -> None:
         self.registry = registry
         self.chat = chat
+        self.chat_nats = chat_nats  # [chat] bus = "nats": the chat RPCs speak to the fleet on NATS
         self.chat_keys = chat_keys
         self.store = store
         self.channels = channels if channels is not None else ChannelBook(store)
@@ -237,18 +243,43 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         except ValueError:
             raise UsageError(f"unknown moderation action {request.action!r}: expected one of "
                              f"{', '.join(a.value for a in ModerationAction)}") from None
-        outcome = await hub.moderate(Moderation(room=room, action=action, target_login=request.target_login,
-                                                target_msg_id=request.target_msg_id, seconds=request.seconds,
-                                                reason=request.reason))
+        mod = Moderation(room=room, action=action, target_login=request.target_login,
+                         target_msg_id=request.target_msg_id, seconds=request.seconds, reason=request.reason)
+        if self.chat_nats is not None:
+            return await self._moderate_on_nats(self.chat_nats, hub, mod)
+        outcome = await hub.moderate(mod)
         v = outcome.verdict
         ok = v.ok if v is not None else outcome.accepted
         return admin_pb2.ChatModerateResponse(ok=ok, notice_id=v.notice_id if v is not None else "",
                                               text=v.text if v is not None else "", room=chat_room_to_pb(hub.view(room)))
 
+    async def _moderate_on_nats(self, nats: NatsChatFollower, hub: ChatHub,
+                                mod: Moderation) -> admin_pb2.ChatModerateResponse:
+        """Published on the room's NATS subject and answered with what the room's rules decided there; the
+        hub's room gets it too, for edges still on the hub bus (a mixed fleet), its answer only logged."""
+        done = await nats.moderate(mod)
+        try:
+            await hub.moderate(mod)
+        except OriginctlError as exc:
+            log.warning("chat: room %s: operator %s not applied on the hub: %s", mod.room, mod.action, exc)
+        view = chat_room_to_pb(nats.view(mod.room))
+        if done.outcome is None:
+            return admin_pb2.ChatModerateResponse(
+                ok=True, notice_id="published", room=view,
+                text=f"published at NATS stream sequence {done.sseq}; the controller has not applied it yet "
+                     "(it is catching up with the chat stream): `originctl chat bans|mode` will show it")
+        v = done.outcome.verdict
+        return admin_pb2.ChatModerateResponse(ok=v.ok if v is not None else done.outcome.accepted,
+                                              notice_id=v.notice_id if v is not None else "",
+                                              text=v.text if v is not None else "", room=view)
+
     @admin_rpc
     async def GetChatRoom(self, request: admin_pb2.GetChatRoomRequest,
                           context: grpc.aio.ServicerContext[Any, Any]) -> admin_pb2.ChatRoomInfo:
-        return chat_room_to_pb(self._hub().view(chat_room_name(request.room)))
+        room = chat_room_name(request.room)
+        if self.chat_nats is not None:
+            return chat_room_to_pb(self.chat_nats.view(room))
+        return chat_room_to_pb(self._hub().view(room))
 
     @admin_rpc
     async def CreateChatToken(self, request: admin_pb2.CreateChatTokenRequest,

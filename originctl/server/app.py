@@ -1,7 +1,7 @@
 """The controller's composition root: start in order, stop in reverse.
 
     store → CA + server certificate + admin token → registry → channels, streams, numbering, relay trees
-          → router (+ GeoIP) → chat keys + chat hub
+          → router (+ GeoIP) → chat keys + chat hub (+ the NATS chat stream's follower, [chat] bus = "nats")
           → edge port (mutual TLS) → main port (enrollment + admin, TLS) → HTTP (/healthz, /metrics,
           /play) → mDNS announcement
 """
@@ -29,6 +29,7 @@ from originctl.server.admin_service import AdminServicer
 from originctl.server.channels import ChannelBook
 from originctl.server.chat_hub import ChatHub
 from originctl.server.chat_keys import ChatKeys, load_chat_keys
+from originctl.server.chat_nats import NatsChatFollower
 from originctl.server.chat_service import ChatServicer
 from originctl.server.edge_service import EdgeServicer, EnrollmentServicer
 from originctl.server.enrollment import CertificateAuthority, ensure_admin_token, write_private
@@ -80,8 +81,13 @@ class Controller:
         self.router = Router(self.registry, self.channels, self.streams, self.metrics,
                              trusted_proxies=cfg.trusted_proxies, relays=self.relays)
         self.chat = ChatHub(self.store, self.metrics, cfg.chat.limits, resume_events=cfg.chat.resume_events)
+        # with [chat] bus = "nats" the fleet's chat is on NATS: operators' actions go there and the store follows
+        # it; the hub still serves edges on the hub bus
+        self.chat_nats = (NatsChatFollower(cfg.chat.nats_url, self.store, self.metrics, cfg.chat.limits)
+                          if cfg.chat.bus == "nats" else None)
         self.chat_keys = ChatKeys(public_pems=())
-        self.http_app: web.Application = make_app(self.registry, self.metrics, self.router)
+        self.http_app: web.Application = make_app(self.registry, self.metrics, self.router,
+                                                  chat_health=self._chat_health)
         self.ca: CertificateAuthority | None = None
         self.admin_token = ""
         self.admin_token_path: Path = self.data_path / "admin.token"
@@ -96,6 +102,12 @@ class Controller:
         self._registry_started = False
         self._router_started = False
         self._chat_started = False
+        self._chat_nats_started = False
+
+    def _chat_health(self) -> dict[str, Any]:
+        if self.chat_nats is not None:
+            return {**self.chat_nats.health(), "hub_rooms": self.chat.room_count}
+        return {"bus": "hub", "hub_rooms": self.chat.room_count}
 
     async def start(self) -> None:
         try:
@@ -137,6 +149,10 @@ class Controller:
         await self.chat.load()
         self.chat.start()
         self._chat_started = True
+        if self.chat_nats is not None:
+            await self.chat_nats.load()
+            await self.chat_nats.start()  # in the background: the controller serves whether NATS is up or not
+            self._chat_nats_started = True
 
         self._edge = grpc.aio.server(options=_EDGE_OPTIONS)
         edge_pb2_grpc.add_EdgeServiceServicer_to_server(
@@ -152,7 +168,8 @@ class Controller:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.registry, self.store, self.admin_token, self.admin_token_path.resolve(),
                           self.ca.fingerprint, self.metrics, self.channels, self.streams, self.router,
-                          relays=self.relays, numbering=self.numbering, chat=self.chat, chat_keys=self.chat_keys),
+                          relays=self.relays, numbering=self.numbering, chat=self.chat, chat_keys=self.chat_keys,
+                          chat_nats=self.chat_nats),
             self._main)
         self.grpc_port = self._bind(self._main, grpc_host, grpc_port, "grpc",
                                     grpc.ssl_server_credentials([(key_pem, chain_pem)], require_client_auth=False))
@@ -216,6 +233,10 @@ class Controller:
         if self._chat_started:  # chat streams end too; each room's exact head is stored
             self._chat_started = False
             await self.chat.stop()
+        if self._chat_nats_started:  # what was applied of the NATS chat stream is stored
+            self._chat_nats_started = False
+            assert self.chat_nats is not None
+            await self.chat_nats.stop()
         servers = [s for s in (self._main, self._edge) if s is not None]
         self._main = self._edge = None
         await asyncio.gather(*(s.stop(GRACE) for s in servers))

@@ -9,6 +9,7 @@ now). Answers are never cached: the best edge changes with health and load.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,8 @@ from originctl.server.router import Router, client_address
 REGISTRY_KEY = web.AppKey("registry", Registry)
 METRICS_KEY = web.AppKey("metrics", ControllerMetrics)
 ROUTER_KEY = web.AppKey("router", Router)
+ChatHealth = Callable[[], dict[str, Any]]
+CHAT_HEALTH_KEY: web.AppKey[ChatHealth] = web.AppKey("chat_health")
 
 _CHANNEL = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # originctl/server/channels.py CHANNEL_RE
 _NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
@@ -34,7 +37,11 @@ async def healthz(request: web.Request) -> web.Response:
     counts = dict.fromkeys((s.value for s in NodeState), 0)
     for entry in registry.nodes.values():
         counts[entry.health.state.value] += 1
-    return web.json_response({"status": "ok", "version": __version__, "nodes": counts})
+    body: dict[str, Any] = {"status": "ok", "version": __version__, "nodes": counts}
+    chat = request.app.get(CHAT_HEALTH_KEY)
+    if chat is not None:  # the chat bus (with NATS: whether the controller follows the chat stream, and why not)
+        body["chat"] = chat()
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -85,10 +92,13 @@ async def play(request: web.Request) -> web.Response:
     return web.json_response(route_json(route), status=status, headers=_NO_STORE)
 
 
-def make_app(registry: Registry, controller_metrics: ControllerMetrics, router: Router | None = None) -> web.Application:
+def make_app(registry: Registry, controller_metrics: ControllerMetrics, router: Router | None = None, *,
+             chat_health: ChatHealth | None = None) -> web.Application:
     app = web.Application()
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = controller_metrics
+    if chat_health is not None:
+        app[CHAT_HEALTH_KEY] = chat_health
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     if router is not None:
