@@ -688,7 +688,8 @@ async def publish_moderation(js: JetStreamContext, moderation: Moderation, *, pr
 
     `msg_id` (default: a new UUID) is the dedup id: a caller that retries after a lost ack passes the same
     one. There is no answer from the room here (the edges decide, each alone): `already_banned` and the
-    like are not reported back; the controller hub is the bus that answers."""
+    like are not reported back. The controller on NATS (`originctl.server.chat_nats`) answers by reading
+    the stream up to the returned sequence with the same rules."""
     ack = await js.publish(f"{prefix}.{room_token(moderation.room)}", encode_moderation(moderation),
                            timeout=timeout_s, stream=stream, headers={MSG_ID: msg_id or str(uuid.uuid4())})
     return int(ack.seq)
