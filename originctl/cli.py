@@ -162,6 +162,8 @@ def _chat_parser(sub: Any, output: Any) -> None:
     tok.add_argument("--role", action="append", default=[], choices=ROLES, help="repeat for several roles")
     tok.add_argument("--color", default="", metavar="#RRGGBB")
     tok.add_argument("--ttl", type=_duration, default=3600.0, metavar="DURATION", help="e.g. 15m, 1h (default), 7d")
+    tok.add_argument("--case-safe", action="store_true",
+                     help="print it in base32, a form that survives lower-casing (tmi.js lower-cases its password)")
 
     def room(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("channel", metavar="CHANNEL", help="the room (channel name, '#' optional)")
@@ -486,6 +488,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if verb == "token":
             token, expires_ms = c.chat_token(args.user, args.login, display_name=args.display_name,
                                              roles=tuple(args.role), ttl_seconds=args.ttl, color=args.color)
+            if args.case_safe:
+                from edged.chat.identity import case_safe_token
+
+                token = case_safe_token(token)
             print(token)
             if sys.stderr.isatty():
                 print(f"expires {render.when(expires_ms)}. In an IRC client: PASS oauth:TOKEN, NICK {args.login.lower()}",

@@ -24,6 +24,8 @@ Pure and synchronous (one signature check per login: tens of microseconds).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
 import re
@@ -218,3 +220,20 @@ class TokenVerifier:
                 raise InvalidToken(f"invalid token: {exc}") from None
             return chatter_from_claims(claims)
         raise InvalidToken("the token's signature matches no trusted key")
+
+
+def case_safe_token(jwt: str) -> str:
+    """A JWT in a form that survives lower-casing (tmi.js lower-cases its password): base32, no padding."""
+    return base64.b32encode(jwt.encode()).decode().rstrip("=").lower()
+
+
+def token_from_password(token: str) -> str:
+    """The JWT a PASS carried: as it is, or decoded from `case_safe_token`'s form (a text without '.')."""
+    if "." in token or not token:
+        return token
+    try:
+        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+        jwt = raw.decode("ascii")
+    except (binascii.Error, ValueError):
+        return token
+    return jwt if jwt.count(".") == 2 else token

@@ -41,8 +41,6 @@ it) and closes the connections shortly after, so clients move before this edge d
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import re
@@ -52,7 +50,7 @@ from collections.abc import Callable, Iterable
 
 from edged.chat import metrics as m
 from edged.chat.bus import ChatBus
-from edged.chat.identity import InvalidToken, TokenVerifier
+from edged.chat.identity import InvalidToken, TokenVerifier, token_from_password
 from edged.chat.model import ChatLine, Chatter, EventKind, NoticeId, RoomEvent, RoomSnapshot, Verdict
 from edged.config import ChatConfig
 from edged.log import QuietLog
@@ -80,23 +78,6 @@ MAX_SUBMITTED = 100_000
 JOIN_WAIT = 5.0  # s a join waits for the bus's snapshot of a new room before it is completed without
 _RATE_NOTICES = frozenset({NoticeId.RATELIMIT.value, NoticeId.SLOWMODE.value})
 _PER_MEMBER = frozenset({EventKind.ROOMSTATE, EventKind.GAP})  # rendered per member, never shared
-
-
-def case_safe_token(jwt: str) -> str:
-    """A JWT in a form that survives lower-casing (tmi.js lower-cases its password): base32, no padding."""
-    return base64.b32encode(jwt.encode()).decode().rstrip("=").lower()
-
-
-def token_from_password(token: str) -> str:
-    """The JWT a PASS carried: as it is, or decoded from `case_safe_token`'s form (a text without '.')."""
-    if "." in token or not token:
-        return token
-    try:
-        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
-        jwt = raw.decode("ascii")
-    except (binascii.Error, ValueError):
-        return token
-    return jwt if jwt.count(".") == 2 else token
 
 
 class ChatConnection:

@@ -7,7 +7,8 @@ at most ``max_line_bytes`` (512). One allowance: a PRIVMSG's text (its trailing 
 line past 512 bytes by up to ``max_text_bytes`` (2000) as long as everything before the text fits in 512.
 Chat bodies are limited to 500 characters, not bytes (the room refuses longer ones with a NOTICE), and
 tmi.js sends up to 500 characters per PRIVMSG: ``PRIVMSG #channel :`` plus 500 ASCII characters is already
-over 512 bytes, and 500 characters of UTF-8 may be 2000. ``max_text_bytes=0`` is the strict RFC limit.
+over 512 bytes, and 500 characters of UTF-8 may be 2000. The same allowance covers a PASS's password (a JWT
+signed with RS256 is over 512 bytes on its own). ``max_text_bytes=0`` is the strict RFC limit.
 The buffer never holds more than one line over those limits: a partial line that can no longer fit
 raises at once instead of waiting for its end.
 
@@ -160,7 +161,8 @@ class LineBuffer:
 
 
 def _privmsg_text_start(raw: bytes, start: int) -> int:
-    """Where the text of the PRIVMSG at ``raw[start:]`` begins (after " :"), or -1 if it is no PRIVMSG."""
+    """Where the text of the PRIVMSG at ``raw[start:]`` begins (after " :"), or the password of a PASS; -1 if
+    the line is neither."""
     pos = start
     if raw.startswith(b":", pos):
         pos = raw.find(b" ", pos)
@@ -168,7 +170,12 @@ def _privmsg_text_start(raw: bytes, start: int) -> int:
             return -1
         pos += 1
     end = raw.find(b" ", pos)
-    if end == -1 or raw[pos:end].upper() != b"PRIVMSG":
+    if end == -1:
+        return -1
+    command = raw[pos:end].upper()
+    if command == b"PASS":  # a token: an RS256 JWT alone is over 512 bytes, its case-safe form more
+        return end + 1
+    if command != b"PRIVMSG":
         return -1
     colon = raw.find(b" :", end)
     return -1 if colon == -1 else colon + 2

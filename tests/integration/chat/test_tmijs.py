@@ -16,8 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edged.chat.identity import mint
-from edged.chat.service import case_safe_token
+from edged.chat.identity import case_safe_token, mint
 from tests.conftest import need
 from tests.integration.procs import REPO, EdgeProcess, http_get
 

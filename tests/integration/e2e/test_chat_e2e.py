@@ -69,8 +69,8 @@ class ChatFleet:
             return False
         return bool(chat.get("bus_connected")) and int(chat.get("token_keys", 0)) > 0
 
-    def token(self, login: str, *roles: str) -> str:
-        args = ["chat", "token", "--user", f"u-{login}", "--login", login]
+    def token(self, login: str, *roles: str, case_safe: bool = False) -> str:
+        args = ["chat", "token", "--user", f"u-{login}", "--login", login, *(["--case-safe"] if case_safe else [])]
         for r in roles:
             args += ["--role", r]
         done = self.origin.cli(*args)
@@ -337,12 +337,19 @@ def test_drain_sends_reconnect_to_the_edges_chat_clients(hub_fleet: ChatFleet) -
     fleet = hub_fleet
     b = fleet.edges["b"]
 
+    token = fleet.token("Shouty", case_safe=True).lower()  # as tmi.js sends it: lower-cased
+
     async def scenario() -> None:
         client = await _observer(b)
+        chatter = await IrcClient.connect(b.irc)
+        welcome = await chatter.login("shouty", token)
+        assert welcome[-1].command == "376", welcome[-1]  # the case-safe form survived lower-casing
         done = await asyncio.to_thread(fleet.origin.cli, "drain", b.node_id(), "--wait", "0")
         assert done.returncode in (0, 1), done.stderr
         got = await client.until(lambda m: m.command == "RECONNECT", timeout=WAIT)
         assert got[-1].command == "RECONNECT"
+        got = await chatter.until(lambda m: m.command == "RECONNECT", timeout=WAIT)
         client.close()
+        chatter.close()
 
     asyncio.run(scenario())

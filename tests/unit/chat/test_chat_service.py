@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edged.chat.bus import ChatSink
+from edged.chat.identity import case_safe_token, token_from_password
 from edged.chat.model import (
     ChatLine,
     Chatter,
@@ -22,7 +23,7 @@ from edged.chat.model import (
     Submission,
     Verdict,
 )
-from edged.chat.service import ChatConnection, ChatService, case_safe_token, token_from_password
+from edged.chat.service import ChatConnection, ChatService
 from edged.config import ChatConfig
 from edged.protocols.irc.message import Message, parse
 

@@ -139,3 +139,17 @@ def test_a_bundle_splits_into_its_pem_blocks() -> None:
     bundle = public_pem(ED) + b"\n# comment\n" + public_pem(EC) + public_pem(RSA).rstrip(b"\n")
     blocks = split_pem_bundle(bundle)
     assert [load_public_key(b).algorithm for b in blocks] == ["EdDSA", "ES256", "RS256"]
+
+
+def test_an_rs256_token_fits_the_irc_pass_line_in_both_forms() -> None:
+    from edged.chat.identity import case_safe_token
+    from edged.protocols.irc.framing import LineBuffer
+
+    token = mint(RSA, user_id="1", login="alice", display_name="Alice", roles=("moderator", "subscriber"),
+                 ttl_seconds=3600, now=time.time())
+    for form in (token, case_safe_token(token)):
+        assert len(form) > 512
+        buf = LineBuffer()
+        buf.feed(f"PASS oauth:{form}\r\n".encode())
+        [msg] = buf.messages()
+        assert msg.params[0] == f"oauth:{form}"

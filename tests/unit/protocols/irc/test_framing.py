@@ -182,3 +182,12 @@ def test_custom_limits() -> None:
     buf.feed(b"NOTICE #d :12345\r\n")  # 18 bytes with CRLF
     with pytest.raises(IrcError, match="line too long"):
         buf.next_line()
+
+
+def test_a_pass_may_carry_a_long_token() -> None:
+    """An RS256 JWT is over 512 bytes on its own; its lower-case-safe (base32) form more than 1,000."""
+    for size in (700, 1200, MAX_TEXT_BYTES):
+        line = f"PASS oauth:{'A' * (size - 6)}"
+        assert lines_of(line.encode() + b"\r\n") == [line]
+    with pytest.raises(IrcError, match="line too long"):
+        lines_of(b"PASS oauth:" + b"A" * (MAX_TEXT_BYTES + 10) + b"\r\n")
