@@ -25,7 +25,9 @@ at once, so that `originctl chat` speaks to that fleet:
 - gaps: a position older than the stream's first record (records aged out while the controller was away,
   or the first start on a fleet that ran without it) seeds each room from its newest checkpoint older than
   that first record, where that is newer than what the store holds; a stream deleted and made again (its
-  creation time changed) is followed from its start, the rooms keeping their state;
+  creation time changed) is followed from its start, the rooms keeping their state. Quiet for `check_s`,
+  it asks the stream: gone or made again, following starts over; records past the position that were not
+  delivered (a stalled consumer), the consumer is made again at the position;
 - outage: NATS unreachable or JetStream not answering is logged (rate-limited), shown on /healthz
   (`health()`) and as `originctl_chat_nats_connected` 0; following resumes at the position when it is back.
 
@@ -48,9 +50,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
@@ -145,7 +149,7 @@ class NatsChatFollower:
     def __init__(self, nats_url: str, store: Store, metrics: ControllerMetrics, limits: ChatLimits | None = None,
                  *, layout: StreamLayout | None = None, checkpoint_s: float = 60.0, heartbeat_s: float = 2.0,
                  reconnect_wait_s: float = 1.0, connect_grace_s: float = 2.0, publish_timeout_s: float = 5.0,
-                 answer_timeout_s: float = 10.0, flush_s: float = 0.5, idle_s: float = IDLE_S,
+                 answer_timeout_s: float = 10.0, flush_s: float = 0.5, idle_s: float = IDLE_S, check_s: float = 10.0,
                  max_rooms: int = MAX_ROOMS, wall: Callable[[], float] = time.time) -> None:
         self.nats_url = nats_url
         self.where = redact(nats_url)
@@ -160,6 +164,7 @@ class NatsChatFollower:
         self.publish_timeout_s = publish_timeout_s
         self.answer_timeout_s = answer_timeout_s
         self.flush_s = flush_s
+        self.check_s = check_s  # quiet this long: is the stream still there, and the consumer not stalled?
         self.idle_ms = int(idle_s * 1000)
         self.max_rooms = max_rooms
         self._wall = wall
@@ -419,16 +424,34 @@ class NatsChatFollower:
             self._followed = True
             # from the stream's very first record the rooms see everything; else their windows start empty
             self._warm = self.next_sseq == 1 and first <= 1
+        if not self.connected:
+            log.info("chat: following the NATS chat stream %s at %s from stream sequence %d (its last: %d)",
+                     self.layout.stream, self.where, self.next_sseq, last)
+        while await self._consume(js):
+            log.debug("chat: NATS chat stream %s: nothing delivered for %g s while it holds records after %d: "
+                      "consuming again from there", self.layout.stream, self.check_s, self.next_sseq - 1)
+
+    async def _consume(self, js: JetStreamContext) -> bool:
+        """Apply records from `next_sseq` on; True when the consumer went quiet while the stream holds records
+        past the position (a consumer that stalls is made again). Raises when the stream is gone or was made
+        again, or JetStream does not answer (`_follow` starts over)."""
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.next_sseq)
         sub = await js.subscribe(self.layout.wildcard, stream=self.layout.stream, ordered_consumer=True,
                                  config=config, idle_heartbeat=self.heartbeat_s)
         try:
-            if not self.connected:
-                log.info("chat: following the NATS chat stream %s at %s from stream sequence %d (its last: %d)",
-                         self.layout.stream, self.where, self.next_sseq, last)
             self._set_state(True)
             while True:
-                msg = await sub.next_msg(timeout=None)
+                try:
+                    msg = await sub.next_msg(timeout=self.check_s)
+                except nats.errors.TimeoutError:
+                    info = await js.stream_info(self.layout.stream)
+                    created = int(info.created.timestamp() * 1000) if info.created is not None else 0
+                    if created and self.stream_created_ms and created != self.stream_created_ms:
+                        raise RuntimeError("the chat stream was made again") from None
+                    self.stream_last_sseq = int(info.state.last_seq or 0)
+                    if self.stream_last_sseq >= self.next_sseq:
+                        return True
+                    continue
                 self._on_message(msg)
         finally:
             with contextlib.suppress(Exception):

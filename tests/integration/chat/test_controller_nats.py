@@ -400,3 +400,24 @@ async def test_originctl_serve_and_the_cli_with_nats_edges_across_a_restart(tmp_
     finally:
         await edge.close()
         ctl.stop()
+
+
+async def test_a_stream_made_again_is_followed_from_its_start_and_the_rooms_keep_their_state(
+        fleet: NatsFleet, server: NatsServer, capsys: pytest.CaptureFixture[str]) -> None:
+    follower = fleet.ctl.chat_nats
+    assert follower is not None
+    follower.check_s = 0.3
+    await fleet.following()
+    assert (await fleet.chat_cli(capsys, "ban", "demo", "troll"))[0] == 0
+    created = follower.stream_created_ms
+    nc = await nats.connect(server.url)
+    try:
+        await nc.jetstream().delete_stream("CHAT")
+    finally:
+        await nc.close()
+    await until(lambda: follower.stream_created_ms not in (0, created) and follower.connected, "the stream made again")
+    rc, _, err = await fleet.chat_cli(capsys, "ban", "demo", "troll")
+    assert rc == 1 and "already_banned" in err  # the room kept its ban
+    assert (await fleet.chat_cli(capsys, "timeout", "demo", "carl", "1m"))[0] == 0
+    assert [r["login"] for r in await fleet.bans(capsys)] == ["carl", "troll"]
+    assert follower.next_sseq == 3  # the new stream's two records
