@@ -28,7 +28,8 @@ from originctl.config import ChatConfig
 from tests.conftest import free_port
 from tests.integration.chat.nats_server import NatsServer
 from tests.integration.chat.test_hub_grpc import ALICE, ChatFleet, chat_edges
-from tests.integration.chat.test_nats_bus import LIMITS, MOD, TROLL, Sink, chatter, say, until
+from tests.integration.chat.test_nats_bus import LIMITS, MOD, TROLL, chatter, say, until
+from tests.unit.chat.recording_sink import RecordingSink
 
 ROOM = "demo"
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,10 +42,10 @@ class NatsFleet(ChatFleet):
         super().__init__(tmp)
         self.server = server
         self.chat = ChatConfig(bus="nats", nats_url=server.url, limits=LIMITS)
-        self.buses: list[tuple[NatsBus, Sink]] = []
+        self.buses: list[tuple[NatsBus, RecordingSink]] = []
 
-    async def edge(self, node: str, room: str = ROOM) -> tuple[NatsBus, Sink]:
-        bus, sink = NatsBus(self.server.url, node, LIMITS, reconnect_wait_s=0.2, heartbeat_s=1.0), Sink()
+    async def edge(self, node: str, room: str = ROOM) -> tuple[NatsBus, RecordingSink]:
+        bus, sink = NatsBus(self.server.url, node, LIMITS, reconnect_wait_s=0.2, heartbeat_s=1.0), RecordingSink()
         await bus.start(sink)
         self.buses.append((bus, sink))
         bus.watch(room)
@@ -106,7 +107,7 @@ async def fleet(tmp_path: Path, server: NatsServer) -> AsyncIterator[NatsFleet]:
         await f.close()
 
 
-def kinds(sink: Sink, kind: EventKind) -> list[RoomEvent]:
+def kinds(sink: RecordingSink, kind: EventKind) -> list[RoomEvent]:
     return [e for e in sink.events if e.kind is kind]
 
 
@@ -243,7 +244,7 @@ async def test_a_mixed_fleet_operator_actions_reach_both_buses(fleet: NatsFleet,
         await until(lambda: any(e.kind is EventKind.CLEARCHAT for e in hub_edge.sink.events), "... and the hub edge")
         said = hub_edge.say(ALICE, "on the hub bus")
         await until(lambda: said in hub_edge.sink.ids(), "the hub edge's own message")
-        assert said not in sn.message_ids()
+        assert said not in sn.ids()
         assert [r["login"] for r in await fleet.bans(capsys)] == ["troll"]
 
 
@@ -253,7 +254,7 @@ async def test_a_first_start_seeds_rooms_whose_records_aged_out_from_their_check
     # starts, its checkpoint is not
     edge = NatsBus(server.url, "edge-a", LIMITS, retention_s=2.0, duplicate_window_s=1.0, reconnect_wait_s=0.2,
                    heartbeat_s=1.0)
-    sink = Sink()
+    sink = RecordingSink()
     await edge.start(sink)
     fleet = NatsFleet(tmp_path, server)
     try:
@@ -363,7 +364,7 @@ async def test_originctl_serve_and_the_cli_with_nats_edges_across_a_restart(tmp_
                                                                             server: NatsServer) -> None:
     ctl = ServeProcess(tmp_path, server.url)
     edge = NatsBus(server.url, "edge-a", LIMITS, reconnect_wait_s=0.2, heartbeat_s=1.0)
-    sink = Sink()
+    sink = RecordingSink()
     await edge.start(sink)
     try:
         await ctl.start()

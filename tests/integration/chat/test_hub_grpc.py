@@ -23,14 +23,10 @@ from edged.chat.hub_bus import HubBus
 from edged.chat.identity import InvalidToken, TokenVerifier, mint
 from edged.chat.model import (
     ChatLimits,
-    ChatLine,
     Chatter,
     EventKind,
     NoticeId,
-    RoomEvent,
-    RoomSnapshot,
     Submission,
-    Verdict,
 )
 from originctl import cli
 from originctl.config import ChatConfig
@@ -38,41 +34,10 @@ from originctl.errors import Conflict
 from originctl.server.app import Controller
 from originctl.server.chat_keys import SIGNING_KEY_FILE
 from tests.integration.e2e.test_controller_grpc import Fleet, serve_cfg, wait_for
+from tests.unit.chat.recording_sink import RecordingSink
 
 ALICE = Chatter(user_id="1", login="alice", display_name="Alice")
 BOB = Chatter(user_id="2", login="bob", display_name="Bob")
-
-
-class Sink:
-    """What the edge's chat service would be told, in order."""
-
-    def __init__(self) -> None:
-        self.snapshots: list[RoomSnapshot] = []
-        self.histories: list[tuple[str, list[ChatLine]]] = []
-        self.events: list[RoomEvent] = []
-        self.verdicts: list[Verdict] = []
-        self.states: list[bool] = []
-
-    def on_snapshot(self, snapshot: RoomSnapshot) -> None:
-        self.snapshots.append(snapshot)
-
-    def on_history(self, room: str, lines: list[ChatLine]) -> None:
-        self.histories.append((room, lines))
-
-    def on_event(self, event: RoomEvent) -> None:
-        self.events.append(event)
-
-    def on_verdict(self, verdict: Verdict) -> None:
-        self.verdicts.append(verdict)
-
-    def on_bus_state(self, connected: bool) -> None:
-        self.states.append(connected)
-
-    def messages(self, room: str = "demo") -> list[RoomEvent]:
-        return [e for e in self.events if e.kind is EventKind.MESSAGE and e.room == room]
-
-    def ids(self, room: str = "demo") -> list[str]:
-        return [e.line.id for e in self.messages(room) if e.line is not None]
 
 
 class ChatFleet(Fleet):
@@ -100,7 +65,7 @@ async def fleet(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
 
 
 class ChatEdge:
-    def __init__(self, agent: Agent, bus: HubBus, sink: Sink) -> None:
+    def __init__(self, agent: Agent, bus: HubBus, sink: RecordingSink) -> None:
         self.agent, self.bus, self.sink = agent, bus, sink
 
     def say(self, chatter: Chatter, text: str, room: str = "demo") -> str:
@@ -117,7 +82,7 @@ async def chat_edges(fleet: Fleet, *names: str, rooms: tuple[str, ...] = ("demo"
         for name in names:
             agent = await fleet.agent(name, await fleet.token())
             await wait_for(lambda a=agent: a.connected, f"{name} linked")  # type: ignore[misc]
-            sink = Sink()
+            sink = RecordingSink()
             bus = HubBus(agent, ChatLimits())
             await bus.start(sink)
             for room in rooms:

@@ -15,56 +15,21 @@ import pytest
 
 from edged.chat.model import (
     ChatLimits,
-    ChatLine,
     Chatter,
     EventKind,
     Moderation,
     ModerationAction,
-    RoomEvent,
-    RoomSnapshot,
     Submission,
-    Verdict,
 )
 from edged.chat.nats_bus import NatsBus, publish_moderation, publish_moderation_to
 from edged.chat.nats_wire import decode_checkpoint, encode_submission
 from tests.integration.chat.nats_server import NatsServer
+from tests.unit.chat.recording_sink import RecordingSink
 
 ROOM = "demo"
 LIMITS = ChatLimits(messages_per_window=100_000, moderator_messages_per_window=100_000)
 MOD = Chatter(user_id="10", login="mod", roles=frozenset({"moderator"}))
 TROLL = Chatter(user_id="66", login="troll")
-
-
-class Sink:
-    """What one edge's chat service would have been told, in order."""
-
-    def __init__(self) -> None:
-        self.snapshots: list[RoomSnapshot] = []
-        self.histories: list[tuple[str, list[ChatLine]]] = []
-        self.events: list[RoomEvent] = []
-        self.verdicts: list[Verdict] = []
-        self.states: list[bool] = []
-
-    def on_snapshot(self, snapshot: RoomSnapshot) -> None:
-        self.snapshots.append(snapshot)
-
-    def on_history(self, room: str, lines: list[ChatLine]) -> None:
-        self.histories.append((room, lines))
-
-    def on_event(self, event: RoomEvent) -> None:
-        self.events.append(event)
-
-    def on_verdict(self, verdict: Verdict) -> None:
-        self.verdicts.append(verdict)
-
-    def on_bus_state(self, connected: bool) -> None:
-        self.states.append(connected)
-
-    def messages(self) -> list[RoomEvent]:
-        return [e for e in self.events if e.kind == EventKind.MESSAGE]
-
-    def message_ids(self) -> list[str]:
-        return [e.line.id for e in self.messages() if e.line is not None]
 
 
 async def until(predicate: Callable[[], object], what: str, limit_s: float = 30.0) -> None:
@@ -93,24 +58,24 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 class Fleet:
-    """Started buses ("edges") on one server, each with its own Sink; all closed when the test ends."""
+    """Started buses ("edges") on one server, each with its own RecordingSink; all closed when the test ends."""
 
     def __init__(self, server: NatsServer) -> None:
         self.server = server
         self.buses: list[NatsBus] = []
-        self.sinks: dict[int, Sink] = {}
+        self.sinks: dict[int, RecordingSink] = {}
 
     async def edge(self, node: str, **kw: Any) -> NatsBus:
         bus = NatsBus(self.server.url, node, LIMITS, reconnect_wait_s=0.2, heartbeat_s=1.0, **kw)
-        self.sinks[id(bus)] = Sink()
+        self.sinks[id(bus)] = RecordingSink()
         await bus.start(self.sinks[id(bus)])
         self.buses.append(bus)
         return bus
 
-    def sink(self, bus: NatsBus) -> Sink:
+    def sink(self, bus: NatsBus) -> RecordingSink:
         return self.sinks[id(bus)]
 
-    async def watching(self, *buses: NatsBus, room: str = ROOM) -> list[Sink]:
+    async def watching(self, *buses: NatsBus, room: str = ROOM) -> list[RecordingSink]:
         sinks = [self.sink(b) for b in buses]
         for b in buses:
             b.watch(room)
@@ -149,7 +114,7 @@ async def test_three_edges_deliver_the_same_sequence(fleet: Fleet) -> None:
     await until(lambda: all(len(s.messages()) >= total for s in sinks), "5,000 messages on every edge", 120)
     last = say(chatter(0), "sentinel")
     buses[0].submit(last)
-    await until(lambda: all(s.message_ids()[-1:] == [last.id] for s in sinks), "the sentinel after them")
+    await until(lambda: all(s.ids()[-1:] == [last.id] for s in sinks), "the sentinel after them")
     orders = [[(e.seq, e.line.id if e.line else "") for e in s.messages()] for s in sinks]
     assert orders[0] == orders[1] == orders[2]
     ids = [i for _, i in orders[0]][:-1]
@@ -169,14 +134,14 @@ async def test_a_replayed_submission_is_stored_and_delivered_once(fleet: Fleet,
     sa, sb = await fleet.watching(a, b)
     first = say(chatter(1), "hello once")
     a.submit(first)
-    await until(lambda: first.id in sb.message_ids(), "the first copy on edge b")
+    await until(lambda: first.id in sb.ids(), "the first copy on edge b")
     a.submit(first)  # the same submission again: a retry after a lost ack
     b.submit(first)  # and the same id through another edge
     last = say(chatter(2), "sentinel")
     a.submit(last)
-    await until(lambda: last.id in sa.message_ids() and last.id in sb.message_ids(), "the sentinel everywhere")
+    await until(lambda: last.id in sa.ids() and last.id in sb.ids(), "the sentinel everywhere")
     for s in (sa, sb):
-        assert s.message_ids() == [first.id, last.id]
+        assert s.ids() == [first.id, last.id]
     # JetStream's duplicate window kept one record per id: the copies never reached the subject
     nc = await nats.connect(server.url)
     try:
@@ -214,8 +179,8 @@ async def test_a_ban_applies_on_every_edge(fleet: Fleet, server: NatsServer) -> 
     assert {e.seq for s in (sa, sb, sc) for e in s.events if e.kind == EventKind.UNBAN} == {seq}
     sorry = say(TROLL, "sorry")
     b.submit(sorry)
-    await until(lambda: all(sorry.id in s.message_ids() for s in (sa, sb, sc)), "the troll's message")
-    assert spam.id not in sa.message_ids() + sb.message_ids() + sc.message_ids()
+    await until(lambda: all(sorry.id in s.ids() for s in (sa, sb, sc)), "the troll's message")
+    assert spam.id not in sa.ids() + sb.ids() + sc.ids()
     assert [v.notice_id for v in sb.verdicts] == [] and len(sa.verdicts) == 1 and len(sc.verdicts) == 1
     assert [e.seq for e in sa.events] == [e.seq for e in sb.events] == [e.seq for e in sc.events]
 
@@ -226,7 +191,7 @@ async def test_degraded_while_nats_is_down_then_replayed_once(fleet: Fleet,
     sa, sb = await fleet.watching(a, b)
     before = say(chatter(1), "before the outage")
     a.submit(before)
-    await until(lambda: before.id in sb.message_ids(), "a message before the outage")
+    await until(lambda: before.id in sb.ids(), "a message before the outage")
     server.stop()
     await until(lambda: not a.connected and not b.connected and sa.states[-1] is False and sb.states[-1] is False,
                 "both edges to see NATS gone")
@@ -237,16 +202,16 @@ async def test_degraded_while_nats_is_down_then_replayed_once(fleet: Fleet,
     local = sa.messages()[1:]
     assert [e.line.id for e in local if e.line] == [s.id for s in during]
     assert all(e.local and e.seq == 0 for e in local)
-    assert sb.message_ids() == [before.id]  # edge b cannot have them yet
+    assert sb.ids() == [before.id]  # edge b cannot have them yet
     server.start()
     await until(lambda: a.connected and b.connected, "both edges back on NATS")
-    await until(lambda: all(s.id in sb.message_ids() for s in during), "the buffered messages on edge b")
+    await until(lambda: all(s.id in sb.ids() for s in during), "the buffered messages on edge b")
     after = say(chatter(3), "after the outage")
     b.submit(after)
-    await until(lambda: after.id in sa.message_ids(), "a message after the outage on edge a")
-    assert sb.message_ids() == [before.id, *(s.id for s in during), after.id]
+    await until(lambda: after.id in sa.ids(), "a message after the outage on edge a")
+    assert sb.ids() == [before.id, *(s.id for s in during), after.id]
     assert all(not e.local and e.seq > 0 for e in sb.messages())
-    assert sa.message_ids() == [before.id, *(s.id for s in during), after.id]  # not delivered twice on a
+    assert sa.ids() == [before.id, *(s.id for s in during), after.id]  # not delivered twice on a
     assert sa.states[-2:] == [False, True] and sb.states[-2:] == [False, True]
     assert len(sa.snapshots) >= 2  # resynced with the fleet's state once caught up
     nc = await nats.connect(server.url)
@@ -264,7 +229,7 @@ async def test_a_malformed_record_is_skipped_and_logged(fleet: Fleet, server: Na
     sa, sb = await fleet.watching(a, b)
     ok1 = say(chatter(1), "fine")
     a.submit(ok1)
-    await until(lambda: ok1.id in sa.message_ids() and ok1.id in sb.message_ids(), "the first message")
+    await until(lambda: ok1.id in sa.ids() and ok1.id in sb.ids(), "the first message")
     nc = await nats.connect(server.url)
     try:
         js = nc.jetstream()
@@ -276,8 +241,8 @@ async def test_a_malformed_record_is_skipped_and_logged(fleet: Fleet, server: Na
         await nc.close()
     ok2 = say(chatter(2), "still fine")
     b.submit(ok2)
-    await until(lambda: ok2.id in sa.message_ids() and ok2.id in sb.message_ids(), "the message after the junk")
-    assert sa.message_ids() == sb.message_ids() == [ok1.id, ok2.id]
+    await until(lambda: ok2.id in sa.ids() and ok2.id in sb.ids(), "the message after the junk")
+    assert sa.ids() == sb.ids() == [ok1.id, ok2.id]
     assert [e.seq for e in sa.events] == [e.seq for e in sb.events]
     assert a.connected and b.connected
     assert any("skipped" in r.getMessage() and "not UTF-8" in r.getMessage() for r in caplog.records)
@@ -301,7 +266,7 @@ async def test_a_late_watcher_gets_the_state_and_the_same_events(fleet: Fleet) -
     assert sl.events == []  # the past came as state and history, not as events
     now = say(chatter(7), "after the late watcher came")
     late.submit(now)
-    await until(lambda: all(now.id in s.message_ids() for s in (sa, sb, sl)), "the new message everywhere")
+    await until(lambda: all(now.id in s.ids() for s in (sa, sb, sl)), "the new message everywhere")
     assert sl.events == sa.events[-1:] == sb.events[-1:]
 
 
@@ -349,7 +314,7 @@ async def test_unreachable_at_start_orders_locally_then_joins(tmp_path: Path) ->
     srv = NatsServer(tmp_path / "nats")  # not started yet
     bus = NatsBus(srv.url, "edge-a", LIMITS, reconnect_wait_s=0.2, heartbeat_s=1.0, connect_grace_s=0.5)
     other = NatsBus(srv.url, "edge-b", LIMITS)
-    sink, other_sink = Sink(), Sink()
+    sink, other_sink = RecordingSink(), RecordingSink()
     await bus.start(sink)
     try:
         bus.watch(ROOM)
@@ -365,7 +330,7 @@ async def test_unreachable_at_start_orders_locally_then_joins(tmp_path: Path) ->
         other.watch(ROOM)
         await until(lambda: other_sink.histories, "edge b live")
         assert [ln.id for ln in other_sink.histories[0][1]] == [sub.id]  # published once NATS answered
-        assert sink.message_ids() == [sub.id]
+        assert sink.ids() == [sub.id]
     finally:
         await other.close()
         await bus.close()
@@ -385,7 +350,7 @@ async def test_publish_moderation_to_with_its_own_connection(fleet: Fleet,
 async def test_the_outage_buffer_is_bounded(tmp_path: Path) -> None:
     srv = NatsServer(tmp_path / "nats")  # never started: NATS stays unreachable
     bus = NatsBus(srv.url, "edge-a", LIMITS, connect_grace_s=0.2, max_buffered=2)
-    sink = Sink()
+    sink = RecordingSink()
     await bus.start(sink)
     try:
         bus.watch(ROOM)
@@ -395,7 +360,7 @@ async def test_the_outage_buffer_is_bounded(tmp_path: Path) -> None:
             bus.submit(sub)
         await until(lambda: sink.verdicts, "the refusal past the buffer")
         assert [(v.submission_id, v.notice_id) for v in sink.verdicts] == [(subs[2].id, "msg_ratelimit")]
-        assert sink.message_ids() == [subs[0].id, subs[1].id]  # not shown: it would never reach the room
+        assert sink.ids() == [subs[0].id, subs[1].id]  # not shown: it would never reach the room
     finally:
         await bus.close()
 
@@ -409,6 +374,6 @@ async def test_an_unwatched_room_is_no_longer_delivered(fleet: Fleet) -> None:
     b.submit(gone)
     here = say(chatter(2), "in demo")
     b.submit(here)
-    await until(lambda: here.id in sa.message_ids() and gone.id in sb.message_ids(), "both messages")
-    assert gone.id not in sa.message_ids()
+    await until(lambda: here.id in sa.ids() and gone.id in sb.ids(), "both messages")
+    assert gone.id not in sa.ids()
     assert {e.room for e in sb.events} == {ROOM, "other"} and {e.room for e in sa.events} == {ROOM}

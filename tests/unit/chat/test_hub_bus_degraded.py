@@ -11,41 +11,14 @@ import pytest
 
 from edged.chat.hub_bus import HubBus
 from edged.chat.model import (
-    ChatLine,
     Chatter,
     EventKind,
     NoticeId,
-    RoomEvent,
-    RoomSnapshot,
     Submission,
-    Verdict,
 )
+from tests.unit.chat.recording_sink import RecordingSink
 
 ALICE = Chatter(user_id="1", login="alice")
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.snapshots: list[RoomSnapshot] = []
-        self.histories: list[tuple[str, list[ChatLine]]] = []
-        self.events: list[RoomEvent] = []
-        self.verdicts: list[Verdict] = []
-        self.states: list[bool] = []
-
-    def on_snapshot(self, snapshot: RoomSnapshot) -> None:
-        self.snapshots.append(snapshot)
-
-    def on_history(self, room: str, lines: list[ChatLine]) -> None:
-        self.histories.append((room, lines))
-
-    def on_event(self, event: RoomEvent) -> None:
-        self.events.append(event)
-
-    def on_verdict(self, verdict: Verdict) -> None:
-        self.verdicts.append(verdict)
-
-    def on_bus_state(self, connected: bool) -> None:
-        self.states.append(connected)
 
 
 class NoHub:
@@ -60,8 +33,8 @@ class NoHub:
 
 
 @pytest.fixture
-async def bus() -> AsyncIterator[tuple[HubBus, Sink]]:
-    b, sink = HubBus(NoHub(), max_buffered=3), Sink()
+async def bus() -> AsyncIterator[tuple[HubBus, RecordingSink]]:
+    b, sink = HubBus(NoHub(), max_buffered=3), RecordingSink()
     await b.start(sink)
     yield b, sink
     await b.close()
@@ -76,7 +49,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_rooms_are_ordered_here_while_the_hub_was_never_reached(bus: tuple[HubBus, Sink]) -> None:
+async def test_rooms_are_ordered_here_while_the_hub_was_never_reached(bus: tuple[HubBus, RecordingSink]) -> None:
     b, sink = bus
     b.watch("demo")
     assert sink.snapshots == []  # never from inside the call
@@ -92,7 +65,7 @@ async def test_rooms_are_ordered_here_while_the_hub_was_never_reached(bus: tuple
     assert list(b._pending) == ["s1", "s2"]  # kept for the hub
 
 
-async def test_refusals_answer_the_chatter_and_are_not_kept_for_the_hub(bus: tuple[HubBus, Sink]) -> None:
+async def test_refusals_answer_the_chatter_and_are_not_kept_for_the_hub(bus: tuple[HubBus, RecordingSink]) -> None:
     b, sink = bus
     b.watch("demo")
     b.submit(sub(1, Chatter(user_id="", login="justinfan5")))
@@ -103,7 +76,7 @@ async def test_refusals_answer_the_chatter_and_are_not_kept_for_the_hub(bus: tup
     assert list(b._pending) == ["s2"]
 
 
-async def test_a_full_buffer_drops_the_oldest_with_a_log_line(bus: tuple[HubBus, Sink],
+async def test_a_full_buffer_drops_the_oldest_with_a_log_line(bus: tuple[HubBus, RecordingSink],
                                                              caplog: pytest.LogCaptureFixture) -> None:
     b, sink = bus
     b.watch("demo")
@@ -116,7 +89,7 @@ async def test_a_full_buffer_drops_the_oldest_with_a_log_line(bus: tuple[HubBus,
     assert sum("wait for the hub" in r.getMessage() for r in caplog.records) == 1  # rate-limited
 
 
-async def test_a_room_not_watched_here_is_not_delivered_but_kept(bus: tuple[HubBus, Sink]) -> None:
+async def test_a_room_not_watched_here_is_not_delivered_but_kept(bus: tuple[HubBus, RecordingSink]) -> None:
     b, sink = bus
     b.submit(sub(1, room="elsewhere"))
     b.watch("demo")
@@ -128,7 +101,7 @@ async def test_a_room_not_watched_here_is_not_delivered_but_kept(bus: tuple[HubB
 
 async def test_close_stops_the_link_task() -> None:
     link = NoHub()
-    b, sink = HubBus(link.chat_channel), Sink()  # a bare channel source works too
+    b, sink = HubBus(link.chat_channel), RecordingSink()  # a bare channel source works too
     await b.start(sink)
     await settle()
     assert link.asked == 1

@@ -8,43 +8,17 @@ import asyncio
 from edged.chat.local_bus import LocalBus, room_id_for
 from edged.chat.model import (
     ChatLimits,
-    ChatLine,
     Chatter,
     EventKind,
     Moderation,
     ModerationAction,
-    RoomEvent,
     RoomSnapshot,
     Submission,
-    Verdict,
 )
+from tests.unit.chat.recording_sink import RecordingSink
 
 ALICE = Chatter(user_id="u1", login="alice")
 MOD = Chatter(user_id="u2", login="moddy", roles=frozenset({"moderator"}))
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.snapshots: list[RoomSnapshot] = []
-        self.histories: list[tuple[str, list[ChatLine]]] = []
-        self.events: list[RoomEvent] = []
-        self.verdicts: list[Verdict] = []
-        self.states: list[bool] = []
-
-    def on_snapshot(self, snapshot: RoomSnapshot) -> None:
-        self.snapshots.append(snapshot)
-
-    def on_history(self, room: str, lines: list[ChatLine]) -> None:
-        self.histories.append((room, lines))
-
-    def on_event(self, event: RoomEvent) -> None:
-        self.events.append(event)
-
-    def on_verdict(self, verdict: Verdict) -> None:
-        self.verdicts.append(verdict)
-
-    def on_bus_state(self, connected: bool) -> None:
-        self.states.append(connected)
 
 
 def _sub(i: int, text: str, who: Chatter = ALICE, room: str = "demo") -> Submission:
@@ -57,7 +31,7 @@ async def _settle() -> None:
 
 
 async def test_watch_gives_snapshot_then_history_later_not_inside_the_call() -> None:
-    bus, sink = LocalBus(wall=lambda: 1000.0), Sink()
+    bus, sink = LocalBus(wall=lambda: 1000.0), RecordingSink()
     await bus.start(sink)
     assert sink.states == [True] and bus.connected
     bus.watch("demo")
@@ -68,7 +42,7 @@ async def test_watch_gives_snapshot_then_history_later_not_inside_the_call() -> 
 
 
 async def test_messages_are_sequenced_per_room_and_come_back_as_events() -> None:
-    bus, sink = LocalBus(wall=lambda: 1000.0), Sink()
+    bus, sink = LocalBus(wall=lambda: 1000.0), RecordingSink()
     await bus.start(sink)
     bus.watch("demo")
     bus.watch("other")
@@ -87,7 +61,7 @@ async def test_messages_are_sequenced_per_room_and_come_back_as_events() -> None
 
 
 async def test_refusals_and_command_answers_are_verdicts() -> None:
-    bus, sink = LocalBus(ChatLimits(messages_per_window=1), wall=lambda: 1000.0), Sink()
+    bus, sink = LocalBus(ChatLimits(messages_per_window=1), wall=lambda: 1000.0), RecordingSink()
     await bus.start(sink)
     bus.watch("demo")
     bus.submit(_sub(1, "one"))
@@ -100,7 +74,7 @@ async def test_refusals_and_command_answers_are_verdicts() -> None:
 
 
 async def test_an_unwatched_room_keeps_its_bans_and_forgets_otherwise() -> None:
-    bus, sink = LocalBus(wall=lambda: 1000.0), Sink()
+    bus, sink = LocalBus(wall=lambda: 1000.0), RecordingSink()
     await bus.start(sink)
     bus.watch("kept")
     bus.watch("gone")
