@@ -43,8 +43,60 @@ class Keys:
                     now=time.time())
 
 
-class IrcClient:
+class _MessageClient:
+    """What both test clients share: wait for the line you expect, or for the server to close. A subclass
+    reads one message with `next` (None at EOF) and names what it reads in its failures."""
+
+    unit = "line"  # what "no expected ... within" names
+    eof = "connection closed"  # what `until` says when the server closes first
+    closed_errors: tuple[type[BaseException], ...] = ()  # also mean "closed" to `closed`
+
+    async def next(self, timeout: float = WAIT) -> Message | None:  # noqa: ASYNC109
+        raise NotImplementedError
+
+    async def until(self, pred: Any, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
+        """Lines up to and including the first that satisfies `pred`; AssertionError at EOF or timeout."""
+        got: list[Message] = []
+
+        def missed() -> AssertionError:
+            return AssertionError(f"no expected {self.unit} within {timeout}s; "
+                                  f"got {[m.serialize() for m in got]}")
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise missed() from None
+            try:
+                msg = await self.next(left)
+            except TimeoutError:
+                raise missed() from None
+            if msg is None:
+                raise AssertionError(f"{self.eof}; got {[m.serialize() for m in got]}")
+            got.append(msg)
+            if pred(msg):
+                return got
+
+    async def closed(self, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
+        """Every line until the server closes the connection (AssertionError if it does not in time)."""
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = await self.next(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                raise AssertionError(f"still open after {timeout}s; got {[m.serialize() for m in got]}") from None
+            except self.closed_errors:
+                return got
+            if msg is None:
+                return got
+            got.append(msg)
+
+
+class IrcClient(_MessageClient):
     """A raw IRC client over TCP: send lines, wait for the line you expect."""
+
+    closed_errors = (ConnectionResetError,)
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -84,45 +136,15 @@ class IrcClient:
         self.seen.append(msg)
         return msg
 
-    async def until(self, pred: Any, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
-        """Lines up to and including the first that satisfies `pred`; AssertionError at EOF or timeout."""
-        got: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no expected line within {timeout}s; got {[m.serialize() for m in got]}") from None
-            try:
-                msg = await self.next(left)
-            except TimeoutError:
-                raise AssertionError(f"no expected line within {timeout}s; got {[m.serialize() for m in got]}") from None
-            if msg is None:
-                raise AssertionError(f"connection closed; got {[m.serialize() for m in got]}")
-            got.append(msg)
-            if pred(msg):
-                return got
-
-    async def closed(self, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
-        """Every line until the server closes the connection (AssertionError if it does not in time)."""
-        got: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = await self.next(max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                raise AssertionError(f"still open after {timeout}s; got {[m.serialize() for m in got]}") from None
-            except ConnectionResetError:
-                return got
-            if msg is None:
-                return got
-            got.append(msg)
-
     def close(self) -> None:
         self.writer.close()
 
 
-class WsClient:
+class WsClient(_MessageClient):
     """An IRC-over-WebSocket client (aiohttp)."""
+
+    unit = "frame"
+    eof = "WebSocket closed"
 
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.http = session
@@ -151,35 +173,6 @@ class WsClient:
             text = frame.data if isinstance(frame.data, str) else frame.data.decode()
             self.buffer.extend(parse(line) for line in text.split("\r\n") if line)
         return self.buffer.pop(0)
-
-    async def until(self, pred: Any, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
-        got: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no expected frame within {timeout}s; got {[m.serialize() for m in got]}") from None
-            try:
-                msg = await self.next(left)
-            except TimeoutError:
-                raise AssertionError(f"no expected frame within {timeout}s; got {[m.serialize() for m in got]}") from None
-            if msg is None:
-                raise AssertionError(f"WebSocket closed; got {[m.serialize() for m in got]}")
-            got.append(msg)
-            if pred(msg):
-                return got
-
-    async def closed(self, timeout: float = WAIT) -> list[Message]:  # noqa: ASYNC109
-        got: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = await self.next(max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                raise AssertionError(f"still open after {timeout}s; got {[m.serialize() for m in got]}") from None
-            if msg is None:
-                return got
-            got.append(msg)
 
     async def close(self) -> None:
         await self.ws.close()
