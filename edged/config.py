@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edged.chat.model import ChatLimits
+from edged.chat.model import ChatLimits, limits_problem
 from edged.common.hostport import HostPortError, split_hostport
 from edged.common.tomlconfig import ConfigValueError, build, merge, read_toml
 from edged.errors import ConfigError
@@ -457,19 +457,9 @@ def _validate_chat(chat: ChatConfig) -> None:
                                   ("chat.lines_per_second", chat.lines_per_second, 0.1, 100_000.0)):
         if not flo <= value <= fhi:  # also refuses nan and inf
             raise ConfigError(name, f"expected between {flo:g} and {fhi:g}")
-    lim = chat.limits
-    for name, n in (("messages_per_window", lim.messages_per_window),
-                    ("moderator_messages_per_window", lim.moderator_messages_per_window),
-                    ("max_body_chars", lim.max_body_chars), ("history_messages", lim.history_messages),
-                    ("timeout_max_seconds", lim.timeout_max_seconds),
-                    ("default_timeout_seconds", lim.default_timeout_seconds)):
-        if not 1 <= n <= 10_000_000:
-            raise ConfigError(f"chat.limits.{name}", "expected between 1 and 10000000")
-    for name, v in (("window_seconds", lim.window_seconds), ("duplicate_seconds", lim.duplicate_seconds),
-                    ("nonce_seconds", lim.nonce_seconds), ("history_seconds", lim.history_seconds),
-                    ("r9k_seconds", lim.r9k_seconds)):
-        if not 0 <= v <= 86_400 * 30:
-            raise ConfigError(f"chat.limits.{name}", "expected between 0 and 2592000 seconds")
+    problem = limits_problem(chat.limits)
+    if problem is not None:
+        raise ConfigError(*problem)
 
 
 def _validate_http(http: HttpConfig) -> None:

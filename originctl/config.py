@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edged.chat.model import ChatLimits
+from edged.chat.model import ChatLimits, limits_problem
 from edged.common.hostport import HostPortError, split_hostport
 from edged.common.tomlconfig import ConfigValueError, build, read_toml
 from originctl.errors import ConfigError
@@ -171,19 +171,9 @@ def validate_chat(chat: ChatConfig) -> None:
         raise ConfigError("chat.bus", 'expected "hub" or "nats"')
     if chat.bus == "nats":
         check_nats_url(chat.nats_url, "chat.nats_url")
-    lim = chat.limits
-    for name, n in (("messages_per_window", lim.messages_per_window),
-                    ("moderator_messages_per_window", lim.moderator_messages_per_window),
-                    ("max_body_chars", lim.max_body_chars), ("history_messages", lim.history_messages),
-                    ("timeout_max_seconds", lim.timeout_max_seconds),
-                    ("default_timeout_seconds", lim.default_timeout_seconds)):
-        if not 1 <= n <= 10_000_000:
-            raise ConfigError(f"chat.limits.{name}", "expected between 1 and 10000000")
-    for name, x in (("window_seconds", lim.window_seconds), ("duplicate_seconds", lim.duplicate_seconds),
-                    ("nonce_seconds", lim.nonce_seconds), ("history_seconds", lim.history_seconds),
-                    ("r9k_seconds", lim.r9k_seconds)):
-        if not 0 <= x <= 86_400 * 30:  # also refuses nan
-            raise ConfigError(f"chat.limits.{name}", "expected between 0 and 2592000 seconds")
+    problem = limits_problem(chat.limits)
+    if problem is not None:
+        raise ConfigError(*problem)
 
 
 def check_nats_url(url: str, key: str) -> str:

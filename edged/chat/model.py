@@ -207,3 +207,21 @@ class ChatLimits:
     timeout_max_seconds: int = 1_209_600  # two weeks, as TMI
     default_timeout_seconds: int = 600
     r9k_seconds: float = 600.0  # r9k mode: a text seen in the room within this is refused (msg_r9k)
+
+
+def limits_problem(lim: ChatLimits) -> tuple[str, str] | None:
+    """The first limit out of its range, as (config key, what is expected), or None: the one check of
+    [chat.limits] that edged's and originctl's configs both make."""
+    for name, n in (("messages_per_window", lim.messages_per_window),
+                    ("moderator_messages_per_window", lim.moderator_messages_per_window),
+                    ("max_body_chars", lim.max_body_chars), ("history_messages", lim.history_messages),
+                    ("timeout_max_seconds", lim.timeout_max_seconds),
+                    ("default_timeout_seconds", lim.default_timeout_seconds)):
+        if not 1 <= n <= 10_000_000:
+            return f"chat.limits.{name}", "expected between 1 and 10000000"
+    for name, v in (("window_seconds", lim.window_seconds), ("duplicate_seconds", lim.duplicate_seconds),
+                    ("nonce_seconds", lim.nonce_seconds), ("history_seconds", lim.history_seconds),
+                    ("r9k_seconds", lim.r9k_seconds)):
+        if not 0 <= v <= 86_400 * 30:  # also refuses nan
+            return f"chat.limits.{name}", "expected between 0 and 2592000 seconds"
+    return None
