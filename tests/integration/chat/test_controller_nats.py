@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.conftest import free_port
 from tests.integration.chat.nats_server import NatsServer
 from tests.integration.chat.test_hub_grpc import ALICE, ChatFleet, chat_edges
 from tests.integration.chat.test_nats_bus import LIMITS, MOD, TROLL, chatter, say, until
+from tests.integration.chat.test_nats_bus import server as server  # noqa: PLC0414 - the fixture, by its name
 from tests.unit.chat.recording_sink import RecordingSink
 
 ROOM = "demo"
@@ -86,15 +87,6 @@ class NatsFleet(ChatFleet):
         for a in self.agents:
             await a.stop()
         await self.stop_controller()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    srv = NatsServer(tmp_path / "nats").start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
