@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edged.chat.identity import key_files_problem
 from edged.chat.model import ChatLimits, limits_problem
 from edged.common.hostport import HostPortError, split_hostport
 from edged.common.tomlconfig import ConfigValueError, build, merge, read_toml
@@ -436,14 +437,8 @@ def _validate_chat(chat: ChatConfig) -> None:
         raise ConfigError("chat.bus", 'expected "auto", "local" or "nats"')
     if chat.bus == "nats" and not chat.nats_url.startswith(("nats://", "tls://")):
         raise ConfigError("chat.nats_url", "expected nats://HOST:PORT or tls://HOST:PORT")
-    for i, path in enumerate(chat.jwt_public_keys):
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(1 << 16)
-        except OSError as exc:
-            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"cannot read {path}: {exc.strerror or exc}") from None
-        if b"-----BEGIN" not in head:
-            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"no PEM key in {path}")
+    if problem := key_files_problem(chat.jwt_public_keys):
+        raise ConfigError(*problem)
     for name, count, lo, hi in (("chat.max_connections", chat.max_connections, 1, 10_000_000),
                                 ("chat.max_rooms_per_connection", chat.max_rooms_per_connection, 1, 10_000),
                                 ("chat.max_queue_bytes", chat.max_queue_bytes, 16 * 1024, 1 << 30),

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edged.chat.identity import key_files_problem
 from edged.chat.model import ChatLimits, limits_problem
 from edged.common.hostport import HostPortError, split_hostport
 from edged.common.tomlconfig import ConfigValueError, build, read_toml
@@ -157,14 +158,8 @@ def validate_serve(cfg: ServeConfig) -> None:
 
 
 def validate_chat(chat: ChatConfig) -> None:
-    for i, path in enumerate(chat.jwt_public_keys):
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(1 << 16)
-        except OSError as exc:
-            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"cannot read {path}: {exc.strerror or exc}") from None
-        if b"-----BEGIN" not in head:
-            raise ConfigError(f"chat.jwt_public_keys[{i}]", f"no PEM key in {path}")
+    if problem := key_files_problem(chat.jwt_public_keys):
+        raise ConfigError(*problem)
     if not 0 <= chat.resume_events <= 1_000_000:
         raise ConfigError("chat.resume_events", "expected between 0 and 1000000")
     if chat.bus not in ("hub", "nats"):

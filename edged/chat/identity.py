@@ -237,3 +237,17 @@ def token_from_password(token: str) -> str:
     except (binascii.Error, ValueError):
         return token
     return jwt if jwt.count(".") == 2 else token
+
+
+def key_files_problem(paths: Iterable[str]) -> tuple[str, str] | None:
+    """The first `[chat] jwt_public_keys` file that cannot be read or holds no PEM key, as (config key, why),
+    or None: the one check edged's and originctl's configs both make."""
+    for i, path in enumerate(paths):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError as exc:
+            return f"chat.jwt_public_keys[{i}]", f"cannot read {path}: {exc.strerror or exc}"
+        if b"-----BEGIN" not in head:
+            return f"chat.jwt_public_keys[{i}]", f"no PEM key in {path}"
+    return None
