@@ -80,6 +80,10 @@ class HlsConfig:
     # s a lost publisher's playlist stays open (no EXT-X-ENDLIST) for it to come back and continue
     # after an EXT-X-DISCONTINUITY; a deliberate unpublish ends the playlist at once
     reconnect_grace_seconds: float = 10.0
+    # Segment container: "cmaf" (fragmented MP4 with LL-HLS parts) or "ts" (MPEG-TS, no parts; old players)
+    format: str = "cmaf"
+    part_seconds: float = 0.5  # LL-HLS part target (cmaf): parts are cut at most this long
+    max_blocking_requests: int = 4096  # per rendition: blocking playlist/part requests held at once
 
     @property
     def effective_max_segment_seconds(self) -> float:
@@ -306,6 +310,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("hls.reconnect_grace_seconds", "expected between 0 and 3600 seconds")
     if not 2 <= cfg.hls.window <= 100:
         raise ConfigError("hls.window", "expected between 2 and 100")
+    if cfg.hls.format not in ("cmaf", "ts"):
+        raise ConfigError("hls.format", 'expected "cmaf" or "ts"')
+    if not 0.2 <= cfg.hls.part_seconds <= 1.0:  # also refuses nan
+        raise ConfigError("hls.part_seconds", "expected between 0.2 and 1.0")
+    if not 1 <= cfg.hls.max_blocking_requests <= 100_000:
+        raise ConfigError("hls.max_blocking_requests", "expected between 1 and 100000")
     if cfg.store.max_bytes < 16 * 1024 * 1024:
         raise ConfigError("store.max_bytes", "expected at least 16 MiB")
     if cfg.store.retention_segments < 0:

@@ -13,15 +13,31 @@ EXT-X-PROGRAM-DATE-TIME comes from media time against one anchor: the wall clock
 first packet reached the ingest socket. Each segment's date is the anchor plus its pts offset, so
 consecutive dates step by exactly the segment durations. Where the media time does not run on
 from the previous segment (a jump in the source's timestamps) the date continues from where the
-previous segment's ended.
+previous segment's ended. A segment's number, date and discontinuity are decided when it begins
+(`current`), so its parts can be listed before it ends.
 
-MPEG-TS now; the container is chosen in one place (`_open`) so CMAF can follow for LL-HLS.
+Two containers (`fmt`):
+- "ts": MPEG-TS, muxed by PyAV when the segment is cut (every track of the segment is known then).
+- "cmaf": fragmented MP4 for LL-HLS (edged.protocols.cmaf), written as parts while the segment
+  grows. Each segment's track set (video config, audio config if any audio was seen) gives an init
+  segment; a new init (changed configs, audio appearing) starts with a discontinuity. The first
+  segment of a segmenter decides its track set at its first part, so audio that starts just after
+  the first keyframe is in it; later audio that the open segment has no track for waits for the
+  next segment. Parts are cut in decode order before a video packet that would make the part
+  longer than `part_seconds` (by the frame count at the estimated frame interval, snapped to a
+  common rate, and by the packets' own times to within one tick), audio-only renditions on audio
+  time; the first part of a segment starts with its keyframe. Every part is handed to `on_part`
+  when it is complete; the last one at the cut, with the Segment, whose payload is the parts
+  concatenated. Part durations come from the decode times at the cuts, the last part absorbing
+  the rest, so they add up to the segment's duration. Renditions with the same frame times (the
+  ladder's rungs at the source's rate) cut their parts at the same times.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,8 +47,27 @@ import av
 from av.video.codeccontext import VideoCodecContext
 
 from edged.media.packet import CodecConfig, MediaPacket
+from edged.media.transcode.ladder import snap_fps
+from edged.protocols import cmaf
+from edged.protocols.aac import SAMPLES_PER_FRAME
+from edged.store.segments import cmaf_init_id
 
 TS_TIME_BASE = Fraction(1, 90000)
+FORMATS = ("ts", "cmaf")
+_PART_SLACK = 1e-4  # s a part may exceed part_seconds by (float noise)
+_INTERVALS = 8  # recent video frame intervals the frame rate is estimated from
+_DEFAULT_INTERVAL = 1 / 30  # before two frames were seen (and no hint was given)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The segment in progress, as decided when it began."""
+
+    seq: int
+    start_pts: float
+    program_date_time: float
+    discontinuity: bool
+    disc_seq: int
 
 
 @dataclass(slots=True)
@@ -53,6 +88,30 @@ class Segment:
     height: int = 0
     codecs: tuple[str, ...] = field(default_factory=tuple)
     forced: bool = False  # cut at max_segment_seconds, without a keyframe
+    fmt: str = "ts"
+    init_id: str = ""  # cmaf: the id of the init segment its parts need
+    init: bytes = b""  # cmaf: that init segment
+    parts: tuple[tuple[float, bool], ...] = ()  # cmaf: (duration s, independent) per part
+
+
+@dataclass(slots=True)
+class SegmentPart:
+    """One complete CMAF part (moof+mdat) of the segment in progress."""
+
+    rendition: str
+    seq: int  # the segment's number (a rung's is renumbered to the source's)
+    index: int  # from 0 within the segment
+    start_pts: float  # the segment's first pts
+    duration: float
+    independent: bool  # starts with a keyframe
+    data: bytes
+    init_id: str
+    init: bytes  # the init segment (the same bytes object for every part that uses it)
+    program_date_time: float  # the segment's
+    discontinuity: bool  # the segment's
+    disc_seq: int
+    first_arrival: float = 0.0  # monotonic ingest arrival of the part's first packet
+    last: bool = False  # the segment's last part (handed over at the cut, before the Segment)
 
 
 class _Muxer:
@@ -94,21 +153,135 @@ class _Muxer:
         return self.buf.getvalue()
 
 
+class _Parts:
+    """CMAF state of one segmenter: the open segment's track set, fragmenter and open part."""
+
+    def __init__(self, part_seconds: float, frame_interval: float) -> None:
+        self.part_seconds = part_seconds
+        self.hint = frame_interval
+        self.init: bytes | None = None  # the current init segment (None: none yet)
+        self.init_id = ""
+        self.ids: dict[str, int] | None = None  # kind → track ID; None = undecided (first segment)
+        self.frag: cmaf.Fragmenter | None = None
+        self.kind = "video"  # the kind whose times cut the parts (the segment's first packet's)
+        self.video_tb = Fraction(1, 1000)
+        self.packets: list[MediaPacket] = []  # the open part
+        self.start = 0.0  # dts (s) of the open part's first packet of `kind`
+        self.start_exact = Fraction(0)  # the same, exactly (part durations without float noise)
+        self.last: MediaPacket | None = None  # the open part's last packet of `kind`
+        self.frames = 0  # packets of `kind` in the open part
+        self.done: list[tuple[float, bool]] = []  # the open segment's finished parts
+        self.chunks: list[bytes] = []
+        self.mfhd = 0
+        self.dts: deque[float] = deque(maxlen=_INTERVALS + 1)  # recent video dts (s)
+
+    def begin(self, pkt: MediaPacket) -> None:
+        self.kind = pkt.kind
+        if pkt.kind == "video":
+            self.video_tb = pkt.time_base
+        self.packets, self.frames, self.done, self.chunks = [], 0, [], []
+        self.ids = None
+        self.frag = None
+
+    def decide(self, video: CodecConfig | None, audio: CodecConfig | None) -> bool:
+        """Fix the open segment's track set; True when that makes a new init segment."""
+        tracks = []
+        ids: dict[str, int] = {}
+        if self.kind == "video" and video is not None:
+            ids["video"] = 1
+            tracks.append(cmaf.make_track(1, video, self.video_tb))
+        if audio is not None:
+            ids["audio"] = len(tracks) + 1
+            tracks.append(cmaf.make_track(ids["audio"], audio))
+        init = cmaf.init_segment(tracks)
+        self.ids = ids
+        self.frag = cmaf.Fragmenter(tracks)
+        if init == self.init:
+            return False
+        self.init, self.init_id = init, cmaf_init_id(init)
+        return True
+
+    def interval(self) -> float:
+        """The frame interval: recent video decode times, snapped to a common rate."""
+        d = self.dts
+        if len(d) >= 2 and d[-1] > d[0]:
+            fps = snap_fps((len(d) - 1) / (d[-1] - d[0]))
+            if fps > 0:
+                return 1 / fps
+        return self.hint or _DEFAULT_INTERVAL
+
+    def step(self, pkt: MediaPacket) -> float:
+        """How long a packet of the cutting kind lasts."""
+        if pkt.kind == "video":
+            return self.interval()
+        return SAMPLES_PER_FRAME / (pkt.config.sample_rate or 48000)
+
+    def open_seconds(self) -> float:
+        """The open part's duration by decode times, its last packet lasting one step."""
+        if not self.frames or self.last is None:
+            return 0.0
+        # (the cut rule kept it within part_seconds; the min drops timestamp rounding)
+        return min(self.part_seconds, self.last.dts_seconds - self.start + self.step(self.last))
+
+    def full(self, pkt: MediaPacket) -> bool:
+        """Would adding `pkt` (of the cutting kind) make the open part longer than part_seconds?"""
+        if self.frames == 0 or not self.packets:
+            return False
+        step = self.step(pkt)
+        limit = self.part_seconds + _PART_SLACK
+        span = pkt.dts_seconds - self.start
+        # Frame count first (timestamps rounded to the millisecond do not move the cut), then the
+        # packets' own times within one tick of their time base (gaps, variable frame rates).
+        return (self.frames + 1) * step > limit or span + step > limit + float(pkt.time_base)
+
+    def add(self, pkt: MediaPacket) -> None:
+        if pkt.kind == self.kind:
+            if self.frames == 0:
+                self.start = pkt.dts_seconds
+                self.start_exact = pkt.dts * pkt.time_base
+            self.last = pkt
+            self.frames += 1
+        if pkt.kind == "video":
+            self.dts.append(pkt.dts_seconds)
+        self.packets.append(pkt)
+
+    def flush(self, next_pkt: MediaPacket | None) -> cmaf.Part | None:
+        """The open part as one fragment (None if it holds no sample of the segment's tracks)."""
+        assert self.frag is not None and self.ids is not None
+        for p in self.packets:
+            tid = self.ids.get(p.kind)
+            if tid is not None:
+                self.frag.add(p, tid)
+        nd = None
+        if next_pkt is not None and next_pkt.kind in self.ids:
+            nd = {self.ids[next_pkt.kind]: next_pkt.dts}
+        self.mfhd = self.mfhd % 0xFFFFFFFF + 1
+        part = self.frag.flush(self.mfhd, nd)
+        self.packets, self.frames = [], 0
+        return part if part.data else None
+
+
 class Segmenter:
-    """Per-rendition cutter; `push` returns the segments finished by that packet."""
+    """Per-rendition cutter; `push` returns the segments finished by that packet (and, in CMAF,
+    hands each finished part to `on_part` first)."""
 
     def __init__(self, rendition: str, *, segment_seconds: float, max_segment_seconds: float,
                  next_seq: int, disc_seq: int, discontinuity: bool, expect_video: bool = True,
                  date_not_before: float = 0.0, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, fmt: str = "ts", part_seconds: float = 0.5,
+                 on_part: Callable[[SegmentPart], None] | None = None, frame_interval: float = 0.0) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"segment format {fmt!r}: expected one of {', '.join(FORMATS)}")
         self.rendition = rendition
         self.segment_seconds = segment_seconds
         self.max_segment_seconds = max_segment_seconds
         self.next_seq = next_seq
         self.disc_seq = disc_seq
+        self.fmt = fmt
         self.opened = False  # the last push() started a segment with its packet
+        self.current: Opened | None = None  # the segment in progress
         self._pending_disc = discontinuity
-        self._packets: list[MediaPacket] | None = None  # the open segment, muxed when it is cut
+        self._packets: list[MediaPacket] | None = None  # the open segment (TS: muxed when it is cut)
         self._start_pts = 0.0
         self._last_pts = 0.0
         self._first_arrival = 0.0
@@ -123,10 +296,19 @@ class Segmenter:
         self._date_not_before = date_not_before
         self._anchor: tuple[float, float] | None = None  # (pts s, epoch s)
         self._prev_end: tuple[float, float] | None = None  # where the last segment ended: (pts s, epoch s)
+        self._on_part = on_part or (lambda p: None)
+        self._cmaf = _Parts(part_seconds, frame_interval) if fmt == "cmaf" else None
+
+    @property
+    def open_start_pts(self) -> float | None:
+        """The first pts of the segment in progress (None when none is)."""
+        return self.current.start_pts if self.current is not None else None
 
     def push(self, pkt: MediaPacket) -> list[Segment]:
         out: list[Segment] = []
         self.opened = False
+        if self._cmaf is not None and pkt.dts < 0:
+            return out  # CMAF decode times start at 0
         t = pkt.pts_seconds
         if pkt.kind == "video":
             self._has_video = True
@@ -135,11 +317,11 @@ class Segmenter:
             if self._packets is not None and pkt.keyframe and (
                 config_changed or t - self._start_pts >= self.segment_seconds - 1e-3
             ):
-                out.append(self._finish(end_pts=t))
+                out.append(self._finish(end_pts=t, next_pkt=pkt))
                 if config_changed:
                     self._pending_disc = True
             elif self._packets is not None and t - self._start_pts >= self.max_segment_seconds:
-                out.append(self._finish(end_pts=t, forced=True))
+                out.append(self._finish(end_pts=t, forced=True, next_pkt=pkt))
                 forced = True  # the next segment starts right here: no media is lost
             self._video = pkt.config
             if self._packets is None and not pkt.keyframe and not forced:
@@ -152,15 +334,53 @@ class Segmenter:
             if self._packets is None and (self._has_video or self._expect_video):
                 return out  # wait for the next video keyframe
             if self._packets is not None and not self._has_video and t - self._start_pts >= self.segment_seconds - 1e-3:
-                out.append(self._finish(end_pts=t))
+                out.append(self._finish(end_pts=t, next_pkt=pkt))
         if self._packets is None:
             self._begin(pkt)
         assert self._packets is not None
-        self._packets.append(pkt)
+        if self._cmaf is not None:
+            if not self._add_cmaf(pkt):
+                return out
+        else:
+            self._packets.append(pkt)
         if pkt.kind == "video":
             self._frames += 1
         self._last_pts = max(self._last_pts, t)
         return out
+
+    def _add_cmaf(self, pkt: MediaPacket) -> bool:
+        """Into the open part (cutting the part before it when full); False if the segment has no
+        track for it (it waits for the next segment, which gets one)."""
+        c = self._cmaf
+        assert c is not None
+        if c.ids is not None and pkt.kind not in c.ids:
+            return False
+        if pkt.kind == c.kind and c.full(pkt):
+            self._emit_part(next_pkt=pkt, duration=float(pkt.dts * pkt.time_base - c.start_exact))
+        c.add(pkt)
+        return True
+
+    def _emit_part(self, next_pkt: MediaPacket | None, duration: float, last: bool = False) -> None:
+        c = self._cmaf
+        cur = self.current
+        assert c is not None and cur is not None
+        if c.ids is None:  # the first segment's track set: what is known at its first part
+            c.decide(self._video if self._has_video else None, self._audio)
+        arrival = c.packets[0].arrival if c.packets else 0.0
+        part = c.flush(next_pkt)
+        if part is None:
+            return
+        assert c.init is not None
+        duration = max(0.001, duration)
+        index = len(c.done)
+        c.done.append((duration, part.independent))
+        c.chunks.append(part.data)
+        self._on_part(SegmentPart(
+            rendition=self.rendition, seq=cur.seq, index=index, start_pts=cur.start_pts, duration=duration,
+            independent=part.independent, data=part.data, init_id=c.init_id, init=c.init,
+            program_date_time=cur.program_date_time, discontinuity=cur.discontinuity, disc_seq=cur.disc_seq,
+            first_arrival=arrival, last=last,
+        ))
 
     def _begin(self, pkt: MediaPacket) -> None:
         self._packets = []
@@ -178,46 +398,68 @@ class Segmenter:
             self._anchor = (self._start_pts, max(wall, self._date_not_before))
         elif self._prev_end is not None and abs(self._start_pts - self._prev_end[0]) > 1e-6:
             self._anchor = (self._start_pts, self._prev_end[1])  # media time jumped: dates run on
+        c = self._cmaf
+        if c is not None:
+            first = c.init is None
+            c.begin(pkt)
+            # After the first segment, the track set is known now; a new one is a discontinuity.
+            if not first and c.decide(self._video if pkt.kind == "video" else None, self._audio):
+                self._pending_disc = True
+        disc = self._pending_disc and self.next_seq > 0
+        if disc:
+            self.disc_seq += 1
+        self._pending_disc = False
+        self.current = Opened(self.next_seq, self._start_pts, self._date(self._start_pts), disc, self.disc_seq)
 
     def _date(self, pts: float) -> float:
         assert self._anchor is not None
         return self._anchor[1] + (pts - self._anchor[0])
 
-    def _finish(self, end_pts: float | None, forced: bool = False) -> Segment:
-        assert self._packets is not None
-        # Muxed at the cut, when every track of the segment is known (audio may start late).
+    def _finish(self, end_pts: float | None, forced: bool = False, next_pkt: MediaPacket | None = None) -> Segment:
+        assert self._packets is not None and self.current is not None
+        cur = self.current
         packets, self._packets = self._packets, None
-        video = self._video if self._has_video else None
-        audio = next((p.config for p in packets if p.kind == "audio"), None)
-        mux = _Muxer(video, audio)
-        for p in packets:
-            mux.write(p)
-        payload = mux.close()
+        c = self._cmaf
+        if end_pts is None and c is not None and c.frames:
+            # Last segment of a stream (CMAF): its parts so far plus the open one by decode times.
+            end_pts = self._start_pts + sum(d for d, _ in c.done) + c.open_seconds()
         if end_pts is None:
             # Last segment of a stream: up to the last packet plus one frame interval.
             frame = (self._last_pts - self._start_pts) / max(1, self._frames - 1) if self._frames > 1 else 0.0
             end_pts = self._last_pts + frame
         duration = max(0.001, end_pts - self._start_pts)
-        pdt = self._date(self._start_pts)
+        if c is None:
+            # Muxed at the cut, when every track of the segment is known (audio may start late).
+            video = self._video if self._has_video else None
+            audio = next((p.config for p in packets if p.kind == "audio"), None)
+            mux = _Muxer(video, audio)
+            for p in packets:
+                mux.write(p)
+            payload = mux.close()
+        else:
+            if c.packets:  # the open part is the segment's last: it takes what the others leave
+                self._emit_part(next_pkt, duration - sum(d for d, _ in c.done), last=True)
+            payload = b"".join(c.chunks)
+        pdt = cur.program_date_time
         self._prev_end = (self._start_pts + duration, pdt + duration)
-        disc = self._pending_disc and self.next_seq > 0
-        if disc:
-            self.disc_seq += 1
-        self._pending_disc = False
+        self.current = None
         seg = Segment(
-            rendition=self.rendition, seq=self.next_seq, duration=duration, discontinuity=disc,
-            disc_seq=self.disc_seq, start_pts=self._start_pts, program_date_time=pdt, payload=payload,
+            rendition=self.rendition, seq=self.next_seq, duration=duration, discontinuity=cur.discontinuity,
+            disc_seq=cur.disc_seq, start_pts=self._start_pts, program_date_time=pdt, payload=payload,
             first_arrival=self._first_arrival, video_frames=self._frames,
             width=self._video.width if self._video and self._has_video else 0,
             height=self._video.height if self._video and self._has_video else 0,
-            codecs=tuple(c.codec_string for c in (self._video if self._has_video else None, self._audio) if c),
+            codecs=tuple(x.codec_string for x in (self._video if self._has_video else None, self._audio) if x),
             forced=forced,
         )
+        if c is not None:
+            seg.fmt, seg.init_id, seg.init, seg.parts = "cmaf", c.init_id, c.init or b"", tuple(c.done)
         self.next_seq += 1
         return seg
 
-    def flush(self) -> list[Segment]:
-        """End of stream: finish the open segment, if any."""
+    def flush(self, end_pts: float | None = None) -> list[Segment]:
+        """End of stream: finish the open segment, if any (at `end_pts` if given, else one frame
+        after its last packet)."""
         if self._packets is None:
             return []
-        return [self._finish(end_pts=None)]
+        return [self._finish(end_pts=end_pts)]

@@ -15,6 +15,16 @@ def test_defaults() -> None:
     assert cfg == Config()
     assert (cfg.rtmp.listen, cfg.http.listen, cfg.data_dir) == ("0.0.0.0:1935", "0.0.0.0:8080", "./var/edged")
     assert cfg.hls.segment_seconds == 2.0
+    assert (cfg.hls.format, cfg.hls.part_seconds, cfg.hls.max_blocking_requests) == ("cmaf", 0.5, 4096)
+
+
+def test_hls_low_latency_keys(tmp_path: Path) -> None:
+    f = tmp_path / "e.toml"
+    f.write_text('[hls]\nformat = "ts"\npart_seconds = 0.2\nmax_blocking_requests = 10\n')
+    cfg = load(f)
+    assert (cfg.hls.format, cfg.hls.part_seconds, cfg.hls.max_blocking_requests) == ("ts", 0.2, 10)
+    with pytest.raises(ConfigError, match="hls.part_seconds: expected between 0.2 and 1.0"):
+        load(None, {"hls": {"part_seconds": 0.19}})
 
 
 def test_file_then_flags_win(tmp_path: Path) -> None:
@@ -32,6 +42,12 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
     ('[hls]\nsegment_seconds = "two"\n', "hls.segment_seconds"),
     ('[hls]\nwindow = 1\n', "hls.window"),
     ('[hls]\nbogus = 1\n', "hls.bogus"),
+    ('[hls]\nformat = "mp4"\n', "hls.format"),
+    ('[hls]\npart_seconds = 0.1\n', "hls.part_seconds"),
+    ('[hls]\npart_seconds = 1.5\n', "hls.part_seconds"),
+    ('[hls]\npart_seconds = nan\n', "hls.part_seconds"),
+    ('[hls]\nmax_blocking_requests = 0\n', "hls.max_blocking_requests"),
+    ('[hls]\nmax_blocking_requests = 100001\n', "hls.max_blocking_requests"),
     ("rtmp = 3\n", "rtmp"),
     ('[channels]\n"bad key!" = "x"\n', "channels.bad key!"),
     ('[channels]\nk = "../etc"\n', "channels.k"),

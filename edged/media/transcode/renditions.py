@@ -10,6 +10,9 @@ Alignment across renditions (RFC 8216 6.2.4: matching content, same timestamps):
 - a rung segment takes the sequence number of the source segment that starts at the same pts, its
   discontinuity flags and its EXT-X-PROGRAM-DATE-TIME, so numbers and dates match across
   renditions even for a rung that was shed and restored or that a previous session did not have;
+  CMAF parts of a rung segment get the same (the source decides them when its segment begins, so
+  they are known before either segment ends); a rung segment, or part, whose start matches no
+  source boundary is dropped;
 - a forced cut of the source (no keyframe within hls.max_segment_seconds) is a boundary like any
   other: the rungs force their IDR at that packet's pts, so their segments still start with a
   keyframe where the source's does.
@@ -32,7 +35,7 @@ from typing import Any
 
 from edged.config import Rung
 from edged.media.packet import MediaPacket
-from edged.media.segmenter import Segment, Segmenter
+from edged.media.segmenter import Segment, Segmenter, SegmentPart
 from edged.media.transcode import transcoder as tx
 from edged.media.transcode.audio import AacReencoder
 from edged.media.transcode.ladder import SOURCE, Rendition, select, snap_fps
@@ -56,6 +59,7 @@ class _RungOut:
     gen: int = 0
     segmenter: Segmenter | None = None  # None while shed or waiting for its restart boundary
     audio: deque[MediaPacket] = field(default_factory=deque)
+    parts: list[SegmentPart] = field(default_factory=list)  # CMAF parts out of the last segmenter call
     listed: bool = False  # has a segment since it (re)started: belongs in the master playlist
     wanted: bool = True
     failed: bool = False
@@ -69,13 +73,17 @@ class Renditions:
                  on_segment: Callable[[Segment], None], on_event: Callable[[dict[str, Any]], None] | None = None,
                  overload: OverloadPolicy | None = None, throttle_mpx: float = 0.0,
                  clock: Callable[[], float] = time.monotonic, close_timeout: float = CLOSE_TIMEOUT,
-                 hw_decode: bool = False, date_not_before: float = 0.0) -> None:
+                 hw_decode: bool = False, date_not_before: float = 0.0, fmt: str = "ts", part_seconds: float = 0.5,
+                 on_part: Callable[[SegmentPart], None] | None = None) -> None:
         self.channel = channel
         self.segment_seconds = segment_seconds
         self.max_segment_seconds = max_segment_seconds
         self.ladder = tuple(ladder) if codec else ()
         self.codec = codec
         self.on_segment = on_segment
+        self.on_part = on_part or (lambda p: None)
+        self.fmt = fmt
+        self.part_seconds = part_seconds
         self.on_event = on_event or (lambda e: None)
         self.policy = overload
         self.throttle_mpx = throttle_mpx
@@ -84,13 +92,16 @@ class Renditions:
         self.hw_decode = hw_decode
         self.source = Segmenter(SOURCE, segment_seconds=segment_seconds, max_segment_seconds=max_segment_seconds,
                                 next_seq=next_seq, disc_seq=disc_seq, discontinuity=discontinuity,
-                                date_not_before=date_not_before)
+                                date_not_before=date_not_before, fmt=fmt, part_seconds=part_seconds,
+                                on_part=self.on_part)
         self.transcoder: tx.Transcoder | None = None
         self.rungs: list[_RungOut] = []
         self.controller: OverloadController | None = None
         self._boundary_seq: dict[float, int] = {}  # boundary pts (s) → source seq of the segment starting there
-        # seq → what rung segments copy from the source's: (discontinuity, disc_seq, duration, date, forced)
-        self._source_flags: dict[int, tuple[bool, int, float, float, bool]] = {}
+        # seq → what rung segments and parts copy from the source's, known when it begins:
+        # (discontinuity, disc_seq, date); and when it ends: (duration, forced)
+        self._source_open: dict[int, tuple[bool, int, float]] = {}
+        self._source_end: dict[int, tuple[float, bool]] = {}
         self._probe: list[tuple[MediaPacket, bool]] | None = None  # packets held while measuring fps
         self._probe_audio: list[MediaPacket] = []
         self._src_size: tuple[int, int] | None = None
@@ -104,6 +115,9 @@ class Renditions:
         segs = self.source.push(pkt)
         for seg in segs:
             self._source_segment(seg)
+        cur = self.source.current
+        if self.source.opened and cur is not None:
+            self._remember(self._source_open, cur.seq, (cur.discontinuity, cur.disc_seq, cur.program_date_time))
         if pkt.kind == "video":
             boundary = self.source.opened  # the source starts a segment with this packet (keyframe or forced cut)
             if boundary:
@@ -145,8 +159,7 @@ class Renditions:
             del d[next(iter(d))]
 
     def _source_segment(self, seg: Segment) -> None:
-        self._remember(self._source_flags, seg.seq,
-                       (seg.discontinuity, seg.disc_seq, seg.duration, seg.program_date_time, seg.forced))
+        self._remember(self._source_end, seg.seq, (seg.duration, seg.forced))
         self.on_segment(seg)
 
     def _video(self, pkt: MediaPacket, boundary: bool) -> None:
@@ -226,9 +239,10 @@ class Renditions:
         for r in self.rungs:
             if r.segmenter is not None:
                 self._release_audio(r, None)
-                for seg in r.segmenter.flush():
-                    self._rung_segment(r, seg, last=True)
-                r.segmenter = None
+            segmenter, r.segmenter = r.segmenter, None  # (None too if muxing that audio failed)
+            if segmenter is not None:
+                end = self._source_end_pts(segmenter.open_start_pts)
+                self._rung_output(r, segmenter.flush(end_pts=end), last=True)
         self.rungs = []
         self.controller = None
 
@@ -243,14 +257,17 @@ class Renditions:
                 if r.segmenter is None:
                     continue
                 self._release_audio(r, payload.pts_seconds)
-                for seg in self._guarded(r, r.segmenter.push, payload):
-                    self._rung_segment(r, seg)
+                if r.segmenter is not None:
+                    self._rung_output(r, self._guarded(r, r.segmenter.push, payload))
             elif kind == tx.STARTED:
                 while r.audio and r.audio[0].pts_seconds < payload:
                     r.audio.popleft()  # audio before the restart belongs to earlier segments
+                r.parts.clear()
+                fps = r.rendition.fps
                 r.segmenter = Segmenter(name, segment_seconds=self.segment_seconds,
                                         max_segment_seconds=self.max_segment_seconds, next_seq=0, disc_seq=0,
-                                        discontinuity=False)
+                                        discontinuity=False, fmt=self.fmt, part_seconds=self.part_seconds,
+                                        on_part=r.parts.append, frame_interval=1 / fps if fps > 0 else 0.0)
             elif kind == tx.STOPPED:
                 log.warning("rendition %s restarts at the next boundary (%s)", name, payload)
                 self._unlist(r, reason=str(payload))
@@ -265,6 +282,7 @@ class Renditions:
             return fn(*args)
         except Exception as exc:  # a rung's muxing problem must not stop the source
             log.exception("rendition %s: segmenter failed", r.rendition.name)
+            r.parts.clear()
             r.failed = True
             if self.transcoder is not None:
                 r.gen = self.transcoder.set_wanted(r.rendition.name, False)
@@ -285,8 +303,31 @@ class Renditions:
             segmenter = r.segmenter
             if segmenter is None:  # a failure while muxing unlisted the rung
                 return
-            for seg in self._guarded(r, segmenter.push, r.audio.popleft()):
-                self._rung_segment(r, seg)
+            self._rung_output(r, self._guarded(r, segmenter.push, r.audio.popleft()))
+
+    def _source_end_pts(self, start_pts: float | None) -> float | None:
+        """Where the source segment that starts at `start_pts` ended (None: not known)."""
+        seq = self._boundary_seq.get(start_pts) if start_pts is not None else None
+        end = self._source_end.get(seq) if seq is not None else None
+        return start_pts + end[0] if end is not None and start_pts is not None else None
+
+    def _rung_output(self, r: _RungOut, segs: list[Segment], last: bool = False) -> None:
+        """What one segmenter call produced: its parts first (in order), then the segments they end."""
+        parts = r.parts[:]  # (the segmenter appends to r.parts itself)
+        r.parts.clear()
+        for part in parts:
+            self._rung_part(part)
+        for seg in segs:
+            self._rung_segment(r, seg, last=last)
+
+    def _rung_part(self, part: SegmentPart) -> None:
+        seq = self._boundary_seq.get(part.start_pts)
+        if seq is None:
+            return  # its segment matches no source boundary: dropped with it (logged there)
+        part.seq = seq
+        if seq in self._source_open:
+            part.discontinuity, part.disc_seq, part.program_date_time = self._source_open[seq]
+        self.on_part(part)
 
     def _rung_segment(self, r: _RungOut, seg: Segment, last: bool = False) -> None:
         seq = self._boundary_seq.get(seg.start_pts)
@@ -297,11 +338,16 @@ class Renditions:
                             r.rendition.name, seg.start_pts, self._misaligned)
             return
         seg.seq = seq
-        if seq in self._source_flags:
-            seg.discontinuity, seg.disc_seq, duration, seg.program_date_time, seg.forced = self._source_flags[seq]
+        if seq in self._source_open:
+            seg.discontinuity, seg.disc_seq, seg.program_date_time = self._source_open[seq]
+        if seq in self._source_end:
+            duration, seg.forced = self._source_end[seq]
             if last:
                 # A stream's last segment has no next boundary; its length is a guess (last pts plus
                 # one frame), and a rung at a lower rate would guess a longer frame. Use the source's.
+                if seg.parts and duration != seg.duration:  # its last part takes the difference
+                    rest = seg.parts[:-1]
+                    seg.parts = (*rest, (max(0.001, duration - sum(d for d, _ in rest)), seg.parts[-1][1]))
                 seg.duration = duration
         self.on_segment(seg)
         if not r.listed and r.wanted and not r.failed:
