@@ -5,8 +5,17 @@ commit order:
 
     CHANNEL       the channel record as the ingest edge wrote it: renditions (names, sizes, codecs,
                   bandwidths, frame rates), the playlist's target duration, window and reconnect grace,
-                  the independent-segments flag, the live/ended state
-    SEGMENT       one segment: its metadata as the ingest edge committed it, and its payload
+                  the independent-segments flag, the live/ended state, the format (ts | cmaf) and the
+                  LL-HLS part target
+    SEGMENT       one segment: its metadata as the ingest edge committed it (for CMAF also its init
+                  segment's id and its parts' durations), and its payload; or, for a CMAF segment
+                  whose parts all came just before it, no payload and its size (`from_parts`): the
+                  child joins the parts it holds, so a segment's bytes cross the fleet once
+    INIT          a CMAF init segment (rendition, id, bytes; the id is checked against the bytes' SHA-256):
+                  sent once per subscription, before the first PART or SEGMENT that names it
+    PART          one LL-HLS part of a segment (the one being written, or a recent one whose parts
+                  playlists still list): the segment's metadata as known at its start (start, date,
+                  discontinuity, init), the part's index, duration and independence, and its bytes
     STREAM_START  a publisher session began (session number, start time)
     STREAM_END    it ended (when, and whether deliberately)
     KEEPALIVE     nothing new; sent when idle so that a child tells a stalled parent within its stall
@@ -15,10 +24,11 @@ commit order:
                   parent's live window (the child never lists across the hole)
 
 On the wire a record is (kind, header, payload): the header is a small JSON object, the payload the
-segment bytes (empty for the other kinds), so that later kinds (LL-HLS parts, init segments) are new
-kinds with their own header, not a new relay. `decode` validates everything a peer sends (types,
-ranges, names, the size cap) and raises RecordError; `OrderCheck` refuses records out of order. Either
-ends that one subscription.
+segment, part or init bytes (empty for the other kinds). Fields added later (a segment's format, init
+and parts; a channel's format and part target) are optional in the header, so a record from an older
+parent still decodes. `decode` validates everything a peer sends (types, ranges, names, ids, the size
+cap) and raises RecordError; `OrderCheck` refuses records out of order. Either ends that one
+subscription.
 
 A position is, per rendition, the next sequence number the child lacks and the epoch (discontinuity
 sequence) of the last segment it holds. Sequence numbers are fleet-wide, so any parent can serve one.
@@ -27,6 +37,7 @@ sequence) of the last segment it holds. Sequence numbers are fleet-wide, so any 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 import re
@@ -50,6 +61,14 @@ class Kind(enum.IntEnum):
     STREAM_END = 4
     KEEPALIVE = 5
     RESYNC = 6
+    PART = 7
+    INIT = 8
+
+
+FORMATS = ("ts", "cmaf")
+MAX_SEGMENT_BYTES = 1 << 36  # a segment joined from parts (each part is under the record cap)
+MAX_PARTS = 64  # parts of one segment (a 0.1 s part target and a 6 s segment need 60)
+_INIT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,8 @@ class ChannelRecord:
     started: float = 0.0
     ended: float | None = None
     ended_deliberately: bool = False
+    format: str = "ts"  # "ts" | "cmaf"
+    part_target: float = 0.0  # s (cmaf: the LL-HLS part target; 0: no parts)
 
     kind = Kind.CHANNEL
 
@@ -90,8 +111,10 @@ class ChannelRecord:
         out: dict[str, Any] = {
             "renditions": [r.to_dict() for r in self.renditions], "target_duration": self.target_duration,
             "independent": self.independent, "live": self.live, "session": self.session, "started": self.started,
-            "ended": self.ended, "ended_deliberately": self.ended_deliberately,
+            "ended": self.ended, "ended_deliberately": self.ended_deliberately, "format": self.format,
         }
+        if self.part_target:
+            out["part_target"] = self.part_target
         if self.window:
             out["window"] = self.window
         if self.reconnect_grace >= 0:
@@ -115,8 +138,46 @@ class SegmentRecord:
     program_date_time: float
     ingest_ns: int  # commit time at the ingest edge (epoch ns)
     payload: bytes = field(repr=False)
+    fmt: str = "ts"  # "ts" | "cmaf"
+    init: str = ""  # cmaf: the id of its init segment
+    parts: tuple[tuple[float, bool], ...] = ()  # cmaf: (duration s, independent) per part, in order
+    from_parts: int = 0  # > 0: the payload is empty; the segment (this many bytes) is its parts joined
 
     kind = Kind.SEGMENT
+
+    @property
+    def size(self) -> int:
+        return self.from_parts or len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    """Part `index` of segment `seq` (the rendition's segment being written), with that segment's
+    metadata as far as it is known at its start."""
+
+    rendition: str
+    seq: int
+    index: int
+    duration: float
+    independent: bool
+    start_pts: float  # of the segment
+    program_date_time: float  # of the segment
+    discontinuity: bool
+    disc_seq: int
+    init: str
+    ingest_ns: int  # commit time of this part at the ingest edge (epoch ns)
+    payload: bytes = field(repr=False)
+
+    kind = Kind.PART
+
+
+@dataclass(frozen=True, slots=True)
+class InitRecord:
+    rendition: str
+    init_id: str  # first 16 hex digits of the sha256 of the bytes (edged.store.segments.cmaf_init_id)
+    payload: bytes = field(repr=False)
+
+    kind = Kind.INIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +208,8 @@ class Resync:
     kind = Kind.RESYNC
 
 
-Record = ChannelRecord | SegmentRecord | StreamStart | StreamEnd | Keepalive | Resync
+Record = ChannelRecord | SegmentRecord | PartRecord | InitRecord | StreamStart | StreamEnd | Keepalive | Resync
+_WITH_PAYLOAD = (Kind.SEGMENT, Kind.PART, Kind.INIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +228,23 @@ def _header(rec: Record) -> dict[str, Any]:
     if isinstance(rec, ChannelRecord):
         return rec.fields()
     if isinstance(rec, SegmentRecord):
-        return {"rendition": rec.rendition, "seq": rec.seq, "duration": rec.duration,
-                "discontinuity": rec.discontinuity, "disc_seq": rec.disc_seq, "start_pts": rec.start_pts,
-                "program_date_time": rec.program_date_time, "ingest_ns": rec.ingest_ns, "size": len(rec.payload)}
+        out: dict[str, Any] = {
+            "rendition": rec.rendition, "seq": rec.seq, "duration": rec.duration, "discontinuity": rec.discontinuity,
+            "disc_seq": rec.disc_seq, "start_pts": rec.start_pts, "program_date_time": rec.program_date_time,
+            "ingest_ns": rec.ingest_ns, "size": len(rec.payload),
+        }
+        if rec.fmt != "ts":  # (a TS segment's header stays as an older child knows it)
+            out.update(fmt=rec.fmt, init=rec.init, parts=[[d, i] for d, i in rec.parts])
+        if rec.from_parts:
+            out["from_parts"] = rec.from_parts
+        return out
+    if isinstance(rec, PartRecord):
+        return {"rendition": rec.rendition, "seq": rec.seq, "index": rec.index, "duration": rec.duration,
+                "independent": rec.independent, "start_pts": rec.start_pts,
+                "program_date_time": rec.program_date_time, "discontinuity": rec.discontinuity,
+                "disc_seq": rec.disc_seq, "init": rec.init, "ingest_ns": rec.ingest_ns, "size": len(rec.payload)}
+    if isinstance(rec, InitRecord):
+        return {"rendition": rec.rendition, "init": rec.init_id, "size": len(rec.payload)}
     if isinstance(rec, StreamStart):
         return {"session": rec.session, "started": rec.started}
     if isinstance(rec, StreamEnd):
@@ -181,7 +257,7 @@ def _header(rec: Record) -> dict[str, Any]:
 def encode(rec: Record) -> tuple[int, bytes, bytes]:
     """(kind, header, payload) of a record."""
     header = json.dumps(_header(rec), separators=(",", ":"), allow_nan=False).encode()
-    payload = rec.payload if isinstance(rec, SegmentRecord) else b""
+    payload = rec.payload if isinstance(rec, SegmentRecord | PartRecord | InitRecord) else b""
     return int(rec.kind), header, payload
 
 
@@ -238,6 +314,76 @@ def _rendition(d: Any) -> Rendition:
     )
 
 
+def _str_choice(d: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    v = d.get(key, default)
+    if type(v) is not str or v not in choices:
+        raise RecordError(f"{key}: expected one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _init_id(v: Any, key: str = "init") -> str:
+    if type(v) is not str or not _INIT_ID_RE.match(v):
+        raise RecordError(f"{key}: expected 16 lowercase hex digits, got {v!r}")
+    return v
+
+
+def _part_list(v: Any) -> tuple[tuple[float, bool], ...]:
+    if not isinstance(v, list) or len(v) > MAX_PARTS:
+        raise RecordError(f"parts: expected a list of at most {MAX_PARTS}")
+    out: list[tuple[float, bool]] = []
+    for p in v:
+        if not isinstance(p, list) or len(p) != 2:
+            raise RecordError("parts: expected [duration, independent] pairs")
+        pd = {"parts.duration": p[0], "parts.independent": p[1]}
+        out.append((_float(pd, "parts.duration", 0, 60), _bool(pd, "parts.independent")))
+    return tuple(out)
+
+
+def _payload_size(d: dict[str, Any], payload: bytes, max_bytes: int, what: str, lo: int = 0) -> None:
+    size = _int(d, "size", lo, max_bytes)
+    if size != len(payload):
+        raise RecordError(f"{what} size {size} but {len(payload)} payload bytes")
+
+
+def _part_target(d: dict[str, Any]) -> float:
+    v = _float(d, "part_target", 0, 2.0, 0.0)
+    if v and v < 0.1:
+        raise RecordError(f"part_target: expected 0 or a number between 0.1 and 2, got {v!r}")
+    return v
+
+
+def _segment(d: dict[str, Any], payload: bytes, max_bytes: int) -> SegmentRecord:
+    _payload_size(d, payload, max_bytes, "segment")
+    fmt = _str_choice(d, "fmt", FORMATS, "ts")
+    if fmt == "cmaf":
+        init, parts = _init_id(d.get("init")), _part_list(d.get("parts", []))
+    else:
+        if d.get("init", "") != "" or d.get("parts", []) != []:
+            raise RecordError("a TS segment with an init segment or parts")
+        init, parts = "", ()
+    from_parts = _int(d, "from_parts", 0, MAX_SEGMENT_BYTES, 0)
+    if from_parts and (not parts or payload):
+        raise RecordError("a segment joined from its parts has parts and no payload")
+    return SegmentRecord(
+        rendition=_name(d.get("rendition"), "rendition"), seq=_int(d, "seq"),
+        duration=_float(d, "duration", 0, 3600), discontinuity=_bool(d, "discontinuity"),
+        disc_seq=_int(d, "disc_seq"), start_pts=_float(d, "start_pts", -1e12, 1e12),
+        program_date_time=_float(d, "program_date_time", 0, _MAX_TIME), ingest_ns=_int(d, "ingest_ns"),
+        payload=payload, fmt=fmt, init=init, parts=parts, from_parts=from_parts,
+    )
+
+
+def _part(d: dict[str, Any], payload: bytes, max_bytes: int) -> PartRecord:
+    _payload_size(d, payload, max_bytes, "part", lo=1)
+    return PartRecord(
+        rendition=_name(d.get("rendition"), "rendition"), seq=_int(d, "seq"), index=_int(d, "index", 0, MAX_PARTS - 1),
+        duration=_float(d, "duration", 0, 60), independent=_bool(d, "independent"),
+        start_pts=_float(d, "start_pts", -1e12, 1e12), program_date_time=_float(d, "program_date_time", 0, _MAX_TIME),
+        discontinuity=_bool(d, "discontinuity"), disc_seq=_int(d, "disc_seq"), init=_init_id(d.get("init")),
+        ingest_ns=_int(d, "ingest_ns"), payload=payload,
+    )
+
+
 def _channel_from_header(d: dict[str, Any]) -> ChannelRecord:
     rends = d.get("renditions", [])
     if not isinstance(rends, list) or len(rends) > MAX_RENDITIONS:
@@ -254,6 +400,7 @@ def _channel_from_header(d: dict[str, Any]) -> ChannelRecord:
         started=_float(d, "started", 0, _MAX_TIME, 0.0),
         ended=None if ended is None else _float(d, "ended", 0, _MAX_TIME),
         ended_deliberately=_bool(d, "ended_deliberately", False),
+        format=_str_choice(d, "format", FORMATS, "ts"), part_target=_part_target(d),
     )
 
 
@@ -273,21 +420,20 @@ def decode(kind: int, header: bytes, payload: bytes, *, max_bytes: int) -> Recor
         raise RecordError(f"record header is not JSON: {exc}") from None
     if not isinstance(d, dict):
         raise RecordError("record header is not a JSON object")
-    if k is not Kind.SEGMENT and payload:
+    if k not in _WITH_PAYLOAD and payload:
         raise RecordError(f"{k.name} record with a payload")
     if k is Kind.CHANNEL:
         return _channel_from_header(d)
     if k is Kind.SEGMENT:
-        size = _int(d, "size", 0, max_bytes)
-        if size != len(payload):
-            raise RecordError(f"segment size {size} but {len(payload)} payload bytes")
-        return SegmentRecord(
-            rendition=_name(d.get("rendition"), "rendition"), seq=_int(d, "seq"),
-            duration=_float(d, "duration", 0, 3600), discontinuity=_bool(d, "discontinuity"),
-            disc_seq=_int(d, "disc_seq"), start_pts=_float(d, "start_pts", -1e12, 1e12),
-            program_date_time=_float(d, "program_date_time", 0, _MAX_TIME), ingest_ns=_int(d, "ingest_ns"),
-            payload=payload,
-        )
+        return _segment(d, payload, max_bytes)
+    if k is Kind.PART:
+        return _part(d, payload, max_bytes)
+    if k is Kind.INIT:
+        _payload_size(d, payload, max_bytes, "init segment", lo=1)
+        init_id = _init_id(d.get("init"))
+        if hashlib.sha256(payload).hexdigest()[:16] != init_id:  # the id names the bytes, everywhere
+            raise RecordError(f"init segment {init_id}: the bytes have another id")
+        return InitRecord(rendition=_name(d.get("rendition"), "rendition"), init_id=init_id, payload=payload)
     if k is Kind.STREAM_START:
         return StreamStart(session=_int(d, "session"), started=_float(d, "started", 0, _MAX_TIME))
     if k is Kind.STREAM_END:
@@ -302,16 +448,30 @@ def decode(kind: int, header: bytes, payload: bytes, *, max_bytes: int) -> Recor
 
 class OrderCheck:
     """What a child checks of the order of one subscription's records: a CHANNEL record before any
-    segment; per rendition, sequence numbers strictly increasing and discontinuity sequences never going
-    down (gaps are allowed: a rung shed under overload keeps the source's numbers when it comes back)."""
+    segment or part; per rendition, sequence numbers of segments strictly increasing and discontinuity
+    sequences never going down (gaps are allowed: a rung shed under overload keeps the source's numbers
+    when it comes back). A PART is of a segment after the rendition's last complete one and not before
+    the last part's segment; the parts of one segment come in index order, the first of them at most at
+    the index the child holds next (`pending`: rendition → (seq, parts held) of its segment being
+    written; a parent replays a pending segment's parts from 0, and the child keeps those it holds).
+    A SEGMENT joined from its parts follows all of them. Every init segment a PART or SEGMENT names came
+    in an INIT record of this subscription first (one the child holds already may come again)."""
 
-    def __init__(self, positions: dict[str, Position] | None = None) -> None:
+    def __init__(self, positions: dict[str, Position] | None = None,
+                 pending: dict[str, tuple[int, int]] | None = None) -> None:
         self._last: dict[str, tuple[int, int]] = {}  # rendition → (seq, disc_seq) of the last segment
         for p in (positions or {}).values():
             if p.next_seq > 0:
                 self._last[p.rendition] = (p.next_seq - 1, p.epoch)
+        self._held = dict(pending or {})  # rendition → (seq, parts held) at the child when it subscribed
+        self._part: dict[str, tuple[int, int]] = {}  # rendition → (seq, index) of the last part
+        self._inits: set[tuple[str, str]] = set()  # (rendition, init id) sent in this subscription
         self.have_channel = False
         self.resynced = False
+
+    def _uses(self, rendition: str, init: str, what: str) -> None:
+        if init and (rendition, init) not in self._inits:
+            raise RecordError(f"rendition {rendition}: {what} names init segment {init} before its INIT record")
 
     def check(self, rec: Record) -> None:
         if isinstance(rec, Resync):
@@ -321,6 +481,10 @@ class OrderCheck:
             self._last.clear()  # what follows starts at the parent's live window
         elif isinstance(rec, ChannelRecord):
             self.have_channel = True
+        elif isinstance(rec, InitRecord):
+            if not self.have_channel:
+                raise RecordError("an INIT before the CHANNEL record")
+            self._inits.add((rec.rendition, rec.init_id))
         elif isinstance(rec, SegmentRecord):
             if not self.have_channel:
                 raise RecordError("a SEGMENT before the CHANNEL record")
@@ -328,4 +492,33 @@ class OrderCheck:
             if last is not None and (rec.seq <= last[0] or rec.disc_seq < last[1]):
                 raise RecordError(f"rendition {rec.rendition}: segment {rec.seq} (discontinuity {rec.disc_seq}) "
                                   f"after {last[0]} (discontinuity {last[1]})")
+            part = self._part.get(rec.rendition)
+            if part is not None and rec.seq < part[0]:
+                raise RecordError(f"rendition {rec.rendition}: segment {rec.seq} after a part of segment {part[0]}")
+            if rec.from_parts and part != (rec.seq, len(rec.parts) - 1):
+                raise RecordError(f"rendition {rec.rendition}: segment {rec.seq} joined from {len(rec.parts)} parts, "
+                                  f"but the last part here is {part}")
+            self._uses(rec.rendition, rec.init, f"segment {rec.seq}")
             self._last[rec.rendition] = (rec.seq, rec.disc_seq)
+        elif isinstance(rec, PartRecord):
+            if not self.have_channel:
+                raise RecordError("a PART before the CHANNEL record")
+            last = self._last.get(rec.rendition)
+            if last is not None and (rec.seq <= last[0] or rec.disc_seq < last[1]):
+                raise RecordError(f"rendition {rec.rendition}: part {rec.seq}.{rec.index} (discontinuity "
+                                  f"{rec.disc_seq}) after segment {last[0]} (discontinuity {last[1]})")
+            prev = self._part.get(rec.rendition)
+            if prev is not None and rec.seq < prev[0]:
+                raise RecordError(f"rendition {rec.rendition}: part {rec.seq}.{rec.index} after part {prev[0]}.{prev[1]}")
+            if prev is not None and rec.seq == prev[0]:
+                if rec.index != prev[1] + 1:
+                    raise RecordError(f"rendition {rec.rendition}: part {rec.seq}.{rec.index} after part "
+                                      f"{prev[0]}.{prev[1]}")
+            else:
+                held = self._held.get(rec.rendition)
+                first = held[1] if held is not None and held[0] == rec.seq else 0
+                if rec.index > first:
+                    raise RecordError(f"rendition {rec.rendition}: part {rec.seq}.{rec.index} but the next part "
+                                      f"of segment {rec.seq} here is {first}")
+            self._uses(rec.rendition, rec.init, f"part {rec.seq}.{rec.index}")
+            self._part[rec.rendition] = (rec.seq, rec.index)

@@ -1,6 +1,7 @@
 """In-process relay nodes for the relay tests: real SegmentStores (temporary dirs), real gRPC over loopback
 with mutual TLS, certificates minted by the controller's own CA code, and a static directory (a plain
-class naming each channel's parent, as the controller would)."""
+class naming each channel's parent, as the controller would). `CmafRendition` commits a CMAF rendition
+as the pipeline worker does (init segment, part by part, then the segment)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from edged.relay.manager import Pusher, RelayManager
 from edged.relay.server import RelayServer
 from edged.relay.storeio import StoreWriter
 from edged.relay.tls import FleetIdentity
-from edged.store.segments import SegmentMeta, SegmentStore
+from edged.store.segments import PendingMeta, SegmentMeta, SegmentStore, cmaf_init_id
 from originctl.server.enrollment import CertificateAuthority
 
 MIB = 1024 * 1024
@@ -135,8 +136,12 @@ class Node:
 
     # --- an ingest edge's pipeline, as the worker commits ---------------------------------------------
 
-    def publish(self, channel: str = CHANNEL, renditions: tuple[str, ...] = ("source",), session: int = 1) -> None:
+    def publish(self, channel: str = CHANNEL, renditions: tuple[str, ...] = ("source",), session: int = 1,
+                part_target: float = 0.0) -> None:
+        """Publish `channel` (CMAF with LL-HLS parts when `part_target` > 0, else MPEG-TS)."""
         self.live.add(channel)
+        if part_target:
+            self.store.update_channel(channel, format="cmaf", part_target=part_target)
         self.store.update_channel(channel, live=True, session=session, started=time.time(), target_duration=6,
                                   window=self.window, reconnect_grace=10.0, independent=True,
                                   renditions=[{"name": r, "width": 640, "height": 360, "codecs": "avc1.64001e,mp4a.40.2",
@@ -163,3 +168,49 @@ class Node:
 
     def seqs(self, channel: str = CHANNEL, rendition: str = "source") -> list[int]:
         return [m.seq for m in self.store.metas_from(channel, rendition, 0, 10_000)]
+
+
+class CmafRendition:
+    """One CMAF rendition of an ingest edge's pipeline: `part()` commits the init segment when new and a
+    part with the pending segment's state, then tells the bus (the worker's "part" report); `cut()`
+    commits the segment (its parts joined, part_keep = window + 2), as edged's worker does."""
+
+    def __init__(self, node: Node, rendition: str = "source", channel: str = CHANNEL) -> None:
+        self.node, self.rendition, self.channel = node, rendition, channel
+        self.pending: PendingMeta | None = None
+        self.chunks: list[bytes] = []
+
+    def part(self, seq: int, init: bytes = b"ftyp+moov: tracks A", disc_seq: int = 0, discontinuity: bool = False,
+             size: int = 3000, duration: float = 0.5) -> bytes:
+        init_id = cmaf_init_id(init)
+        self.node.store.put_init(self.channel, self.rendition, init_id, init)
+        p = self.pending
+        if p is None or p.seq != seq:
+            p = PendingMeta(seq, seq * 2.0, 1.7e9 + 2 * seq, discontinuity, disc_seq, init_id)
+            self.chunks = []
+        index = len(p.parts)
+        pattern = f"moof+mdat {self.rendition} {seq}.{index} ".encode()
+        data = (pattern * (size // len(pattern) + 1))[:size]
+        self.pending = p = dataclasses.replace(p, parts=(*p.parts, (duration, index == 0)))
+        self.node.store.put_part(self.channel, self.rendition, p, data)
+        self.chunks.append(data)
+        self.node.bus.part(self.channel, self.rendition, seq, index)
+        return data
+
+    def cut(self) -> bytes:
+        p = self.pending
+        assert p is not None
+        payload = b"".join(self.chunks)
+        meta = SegmentMeta(channel=self.channel, rendition=self.rendition, seq=p.seq,
+                           duration=sum(d for d, _ in p.parts), discontinuity=p.discontinuity, disc_seq=p.disc_seq,
+                           start_pts=p.start_pts, program_date_time=p.program_date_time, size=len(payload),
+                           written_ns=time.time_ns(), fmt="cmaf", init=p.init, parts=p.parts)
+        self.node.store.put_segment(meta, payload, keep=100, part_keep=self.node.window + 2)
+        self.pending, self.chunks = None, []
+        self.node.bus.segment(self.channel, self.rendition, p.seq)
+        return payload
+
+    def whole(self, seq: int, parts: int = 4, **kw: Any) -> bytes:
+        for _ in range(parts):
+            self.part(seq, **kw)
+        return self.cut()
