@@ -24,8 +24,9 @@ Two containers (`fmt`):
   segment of a segmenter decides its track set at its first part, so audio that starts just after
   the first keyframe is in it; later audio that the open segment has no track for waits for the
   next segment. Parts are cut in decode order before a video packet that would make the part
-  longer than `part_seconds` (by the frame count at the estimated frame interval, snapped to a
-  common rate, and by the packets' own times to within one tick), audio-only renditions on audio
+  longer than `part_seconds` (by the frame count at the measured frame interval, taken for a
+  common rate while that is within the timestamps' precision, so millisecond times do not move
+  the cuts; and by the packets' own times to within one tick), audio-only renditions on audio
   time; the first part of a segment starts with its keyframe. Every part is handed to `on_part`
   when it is complete; the last one at the cut, with the Segment, whose payload is the parts
   concatenated. Part durations come from the decode times at the cuts, the last part absorbing
@@ -55,8 +56,12 @@ from edged.store.segments import cmaf_init_id
 TS_TIME_BASE = Fraction(1, 90000)
 FORMATS = ("ts", "cmaf")
 _PART_SLACK = 1e-4  # s a part may exceed part_seconds by (float noise)
-_INTERVALS = 8  # recent video frame intervals the frame rate is estimated from
+_INTERVALS = 128  # recent video frame intervals the frame rate is measured over
 _DEFAULT_INTERVAL = 1 / 30  # before two frames were seen (and no hint was given)
+_GAP = 3.0  # a decode-time step this many frame intervals long restarts the measurement
+# Rates a measurement within its timestamp precision is taken for, integer rates first: over a few
+# frames with millisecond times, 30 and 29.97 fps cannot be told apart (0.03 ms a frame).
+_RATES = (30.0, 25.0, 60.0, 24.0, 50.0, 48.0, 29.97, 59.94, 23.976)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +163,6 @@ class _Parts:
 
     def __init__(self, part_seconds: float, frame_interval: float) -> None:
         self.part_seconds = part_seconds
-        self.hint = frame_interval
         self.init: bytes | None = None  # the current init segment (None: none yet)
         self.init_id = ""
         self.ids: dict[str, int] | None = None  # kind → track ID; None = undecided (first segment)
@@ -174,6 +178,7 @@ class _Parts:
         self.chunks: list[bytes] = []
         self.mfhd = 0
         self.dts: deque[float] = deque(maxlen=_INTERVALS + 1)  # recent video dts (s)
+        self.frame = frame_interval or _DEFAULT_INTERVAL  # the estimated video frame interval
 
     def begin(self, pkt: MediaPacket) -> None:
         self.kind = pkt.kind
@@ -202,13 +207,24 @@ class _Parts:
         return True
 
     def interval(self) -> float:
-        """The frame interval: recent video decode times, snapped to a common rate."""
+        return self.frame
+
+    def _measure(self, pkt: MediaPacket) -> None:
+        """Update the frame interval from the recent video decode times: a common rate when one is
+        within the timestamps' precision (two ticks over the span), else the measured rate snapped."""
         d = self.dts
-        if len(d) >= 2 and d[-1] > d[0]:
-            fps = snap_fps((len(d) - 1) / (d[-1] - d[0]))
-            if fps > 0:
-                return 1 / fps
-        return self.hint or _DEFAULT_INTERVAL
+        t = pkt.dts_seconds
+        if d and not 0 < t - d[-1] <= _GAP * self.frame:
+            d.clear()  # a gap or a jump back: measure again from here
+        d.append(t)
+        if len(d) < 2:
+            return
+        span = d[-1] - d[0]
+        fps = (len(d) - 1) / span
+        err = fps * 2 * float(pkt.time_base) / span
+        rate = next((r for r in _RATES if abs(r - fps) <= err), None) or snap_fps(fps)
+        if rate > 0:
+            self.frame = 1 / rate
 
     def step(self, pkt: MediaPacket) -> float:
         """How long a packet of the cutting kind lasts."""
@@ -242,7 +258,7 @@ class _Parts:
             self.last = pkt
             self.frames += 1
         if pkt.kind == "video":
-            self.dts.append(pkt.dts_seconds)
+            self._measure(pkt)
         self.packets.append(pkt)
 
     def flush(self, next_pkt: MediaPacket | None) -> cmaf.Part | None:

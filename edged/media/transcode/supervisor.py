@@ -258,6 +258,7 @@ class PipelineSupervisor:
             fleet_next_seq=self._fleet.get(stream.channel, (0, 0))[0],
             fleet_disc_seq=self._fleet.get(stream.channel, (0, 0))[1],
             window=self.cfg.hls.window, reconnect_grace=self.cfg.hls.reconnect_grace_seconds,
+            fmt=self.cfg.hls.format, part_seconds=self.cfg.hls.part_seconds,
         )
 
     async def _run(self, stream: Stream, reader: Reader, prev: asyncio.Task[None] | None) -> None:

@@ -3,12 +3,18 @@
 Reads framed MediaPackets on stdin (wire.py), cuts and muxes segments for the source passthrough
 and, when the spec carries a ladder and an encoder, for each encoded rung (renditions.py: decode
 once, scale, encode on threads), writes each segment to the LMDB store in one transaction, and
-reports one JSON line per segment or ladder event on stdout. It exits when stdin reports END or
-closes (so it dies with its parent, even after kill -9).
+reports one JSON line per segment, part or ladder event on stdout. It exits when stdin reports END
+or closes (so it dies with its parent, even after kill -9).
 
-Before a segment is stored, its MPEG-TS continuity counters are rewritten to run on from the
-rendition's previous segment (ts_continuity.py); the counters are stored with the segment, so a
-restarted worker continues them. The channel record says when and how the stream ended (the END
+Two formats (spec.fmt, from hls.format). MPEG-TS: before a segment is stored, its continuity
+counters are rewritten to run on from the rendition's previous segment (ts_continuity.py); the
+counters are stored with the segment, so a restarted worker continues them. CMAF: each part is
+committed as it completes (`put_part`: its bytes and the segment's progress in one transaction,
+its init segment first when the store does not have it yet), then reported
+(`{"event": "part", ...}`, which wakes blocked playlist requests in the main process); the finished
+segment is stored with its part list, and parts older than the playlist window plus two segments
+are deleted. A worker that finds a segment in progress in the store (its predecessor was killed
+mid-segment) starts at the number after it: a number, or a part URI, never names other bytes. The channel record says when and how the stream ended (the END
 frame tells a deliberate unpublish from a lost publisher; HTTP derives EXT-X-ENDLIST from that)
 and holds the playlist's EXT-X-TARGETDURATION, which never goes down.
 
@@ -31,14 +37,14 @@ from typing import Any
 from edged.config import Rung
 from edged.log import QuietLog
 from edged.media.packet import MediaPacket
-from edged.media.segmenter import Segment
+from edged.media.segmenter import Segment, SegmentPart
 from edged.media.transcode.ladder import SOURCE, snap_fps
 from edged.media.transcode.overload import OverloadPolicy
 from edged.media.transcode.renditions import Renditions
 from edged.media.transcode.wire import EndOfStream, WireDecoder
 from edged.media.ts_continuity import ContinuityError, ContinuityStamper
 from edged.protocols import hls
-from edged.store.segments import SegmentMeta, SegmentStore
+from edged.store.segments import PendingMeta, SegmentMeta, SegmentStore
 
 log = logging.getLogger("edged.worker")
 
@@ -73,6 +79,9 @@ class WorkerSpec:
     # The playlist shape every edge serving the channel renders (written into the channel record; 0 / -1 = unset)
     window: int = 0  # hls.window
     reconnect_grace: float = -1.0  # hls.reconnect_grace_seconds
+    # Container (added with LL-HLS; absent = MPEG-TS): "ts" | "cmaf" (hls.format), and the part target
+    fmt: str = "ts"
+    part_seconds: float = 0.5  # hls.part_seconds
 
     def to_arg(self) -> str:
         return json.dumps(asdict(self))
@@ -130,6 +139,8 @@ class Pipeline:
         # A new publisher session (or a restarted worker) after earlier segments, here or (fleet numbering)
         # on another ingest edge: discontinuity.
         next_seq = max(source.next_seq, spec.fleet_next_seq)
+        if source.pending is not None:  # parts of that number were committed (and maybe served): skip it
+            next_seq = max(next_seq, source.pending.seq + 1)
         disc_seq = max(source.disc_seq, spec.fleet_disc_seq)
         if next_seq > source.next_seq:
             log.info("channel=%s continues the fleet-wide numbering at %d (this store had %d)", spec.channel,
@@ -140,10 +151,14 @@ class Pipeline:
             discontinuity=next_seq > 0, ladder=ladder, codec=spec.encoder, on_segment=self._commit,
             on_event=self._event, overload=OverloadPolicy.for_segments(spec.segment_seconds),
             throttle_mpx=_throttle_from_env(), hw_decode=spec.hw_decode, date_not_before=source.date_end,
+            fmt=spec.fmt, part_seconds=spec.part_seconds, on_part=self._commit_part,
         )
         self.bandwidth: dict[str, _Bandwidth] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # rendition → its entry in the channel record
         self._continuity: dict[str, ContinuityStamper] = {}  # rendition → its TS continuity counters
+        self._inits: dict[str, set[str]] = {}  # rendition → init segment ids stored by this worker
+        self._parts: dict[str, tuple[int, tuple[tuple[float, bool], ...]]] = {}  # rendition → (seq, parts so far)
+        self.part_keep = (spec.window or 6) + 2  # segments back whose parts stay in the store
         # Fixed for the life of the playlist: from max_segment_seconds, never below what it advertised.
         before = store.channel(spec.channel) or {}
         self.target_duration = hls.target_duration(spec.max_segment_seconds, int(before.get("target_duration", 0)))
@@ -156,6 +171,8 @@ class Pipeline:
             shape["window"] = spec.window
         if spec.reconnect_grace >= 0:
             shape["reconnect_grace"] = spec.reconnect_grace
+        shape["format"] = spec.fmt
+        shape["part_target"] = spec.part_seconds if spec.fmt == "cmaf" else 0.0
         store.update_channel(spec.channel, live=True, session=spec.session, started=time.time(),
                              target_duration=self.target_duration, independent=self._independent, **shape)
 
@@ -187,6 +204,16 @@ class Pipeline:
             stamper = self._continuity[rendition] = ContinuityStamper(state.continuity)
         return stamper
 
+    def _put_ts(self, meta: SegmentMeta, seg: Segment) -> int:
+        stamper = self._stamper(seg.rendition)
+        try:
+            payload = stamper.stamp(seg.payload)
+        except ContinuityError as exc:  # never expected from PyAV's muxer: store it as it is
+            self.quiet.warning("continuity", "rendition=%s segment %d: continuity counters left as muxed: %s",
+                               seg.rendition, seg.seq, exc)
+            payload = seg.payload
+        return self.store.put_segment(meta, payload, keep=self.spec.keep_segments, continuity=stamper.state())
+
     def _check_duration(self, seg: Segment) -> bool:
         """Log a forced cut or a segment longer than the advertised target; True if over it."""
         if seg.forced:
@@ -202,25 +229,52 @@ class Pipeline:
                 self.target_duration)
         return over
 
+    def _ensure_init(self, rendition: str, init_id: str, init: bytes) -> None:
+        held = self._inits.setdefault(rendition, set())
+        if init_id and init_id not in held:
+            self.store.put_init(self.spec.channel, rendition, init_id, init)
+            held.add(init_id)
+
+    def _commit_part(self, part: SegmentPart) -> None:
+        """One CMAF part: its init segment if new, then the part and the segment's progress."""
+        seq, done = self._parts.get(part.rendition, (-1, ()))
+        if seq != part.seq:
+            done = ()
+        if part.index != len(done):  # never expected: the store indexes parts by their count
+            self.quiet.warning("part_order", "rendition=%s segment %d: part %d after %d parts; not committed",
+                               part.rendition, part.seq, part.index, len(done))
+            return
+        self._ensure_init(part.rendition, part.init_id, part.init)
+        done = (*done, (part.duration, part.independent))
+        self._parts[part.rendition] = (part.seq, done)
+        pending = PendingMeta(seq=part.seq, start_pts=part.start_pts, program_date_time=part.program_date_time,
+                              discontinuity=part.discontinuity, disc_seq=part.disc_seq, init=part.init_id, parts=done)
+        self.store.put_part(self.spec.channel, part.rendition, pending, part.data)
+        self.report({
+            "event": "part", "rendition": part.rendition, "seq": part.seq, "part": part.index,
+            "bytes": len(part.data), "independent": part.independent, "duration": round(part.duration, 4),
+            "disc_seq": part.disc_seq,
+            "latency": round(time.monotonic() - part.first_arrival, 4) if part.first_arrival else None,
+        })
+
     def _commit(self, seg: Segment) -> None:
         meta = SegmentMeta(
             channel=self.spec.channel, rendition=seg.rendition, seq=seg.seq, duration=seg.duration,
             discontinuity=seg.discontinuity, disc_seq=seg.disc_seq, start_pts=seg.start_pts,
             program_date_time=seg.program_date_time, size=len(seg.payload), written_ns=time.time_ns(),
-            first_arrival=seg.first_arrival,
+            first_arrival=seg.first_arrival, fmt=seg.fmt, init=seg.init_id, parts=seg.parts,
         )
         over = self._check_duration(seg)
         if seg.forced and seg.rendition == SOURCE and self._independent:
             self._independent = False
             self.store.update_channel(self.spec.channel, independent=False)
-        stamper = self._stamper(seg.rendition)
-        try:
-            payload = stamper.stamp(seg.payload)
-        except ContinuityError as exc:  # never expected from PyAV's muxer: store it as it is
-            self.quiet.warning("continuity", "rendition=%s segment %d: continuity counters left as muxed: %s",
-                               seg.rendition, seg.seq, exc)
-            payload = seg.payload
-        evicted = self.store.put_segment(meta, payload, keep=self.spec.keep_segments, continuity=stamper.state())
+        if seg.fmt == "cmaf":
+            self._parts.pop(seg.rendition, None)
+            self._ensure_init(seg.rendition, seg.init_id, seg.init)
+            evicted = self.store.put_segment(meta, seg.payload, keep=self.spec.keep_segments,
+                                             part_keep=self.part_keep)
+        else:
+            evicted = self._put_ts(meta, seg)
         listed = time.monotonic()
         bw = self.bandwidth.setdefault(seg.rendition, _Bandwidth())
         bw.add(seg)
