@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from edged.relay.gate import Availability
 from edged.store.segments import SegmentStore
-from tests.integration.relay.harness import CHANNEL, CmafRendition, Node, StaticDirectory
+from tests.integration.relay.harness import CHANNEL, CmafRendition, Node, Peer, StaticDirectory
 from tests.integration.relay.test_relay_grpc import ca, metric, nodes, until  # noqa: F401 (fixtures)
 
 log = logging.getLogger(__name__)
@@ -139,3 +139,25 @@ async def test_a_child_that_resubscribes_mid_segment_keeps_its_parts_and_complet
     src.cut()
     src.part(2)
     await _same(a, b, [0, 1], "the segment and the next part after the parent came back")
+
+
+async def test_parts_pushed_up_by_an_ingest_edge_nobody_can_dial(nodes: Callable[..., Node]) -> None:  # noqa: F811
+    """The dial reversed carries parts too: the ingest edge pushes to its relay node, which serves a child."""
+    r = await nodes("relay-1", directory=StaticDirectory({CHANNEL: [Peer("edge-a", "")]})).start()
+    directory = StaticDirectory()
+    directory.pushes[CHANNEL] = r.peer
+    a = await nodes("edge-a", directory=directory).start()
+    await a.stop_server()  # nobody can dial it
+    a.publish(part_target=0.5)
+    src = CmafRendition(a)
+    src.whole(0)
+    src.part(1)
+    a.pusher.reconcile()
+    await _same(a, r, [0], "the pushed segment and part at the relay node")
+    b = await nodes("edge-b", directory=StaticDirectory({CHANNEL: [r.peer]})).start()
+    assert await b.manager.request(CHANNEL) is Availability.WAITED
+    src.part(1)
+    await _same(a, b, [0], "a live part pushed, then relayed")
+    src.part(1)
+    src.cut()
+    await _same(a, b, [0, 1], "the segment pushed, then relayed")
