@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chat-key", metavar="FILE", action="append", default=[],
                      help="PEM public key that verifies chat tokens (repeatable; with the controller's keys)")
     run.add_argument("--segment-seconds", type=float, metavar="S", help="target HLS segment duration (default 2)")
+    run.add_argument("--hls-format", choices=("cmaf", "ts"),
+                     help="segment container: cmaf (LL-HLS with parts, the default) or ts (MPEG-TS, plain HLS)")
+    run.add_argument("--part-seconds", type=float, metavar="S", help="LL-HLS part target, 0.2-1.0 (default 0.5)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     run.add_argument("--transcode", action=argparse.BooleanOptionalAction, default=None,
                      help="ABR ladder on/off (default: on where NVENC encodes; CPU-only nodes opt in)")
@@ -125,6 +128,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o.setdefault("chat", {})["jwt_public_keys"] = list(args.chat_key)
     if args.segment_seconds is not None:
         o.setdefault("hls", {})["segment_seconds"] = args.segment_seconds
+    if args.hls_format is not None:
+        o.setdefault("hls", {})["format"] = args.hls_format
+    if args.part_seconds is not None:
+        o.setdefault("hls", {})["part_seconds"] = args.part_seconds
     if args.origin is not None:
         o.setdefault("origin", {})["address"] = args.origin
     if args.enroll_token is not None:

@@ -41,3 +41,14 @@ def test_port_in_use_exit_1(tmp_path: Path) -> None:
                   "127.0.0.1:0", "--no-srt")
     assert res.returncode == 1
     assert "cannot start" in res.stderr
+
+
+def test_hls_format_and_part_flags(tmp_path: Path) -> None:
+    from edged.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["run", "--hls-format", "ts", "--part-seconds", "0.2"])
+    assert _overrides(args)["hls"] == {"format": "ts", "part_seconds": 0.2}
+    res = run("run", "--data-dir", str(tmp_path / "d"), "--part-seconds", "3")
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("edged: config: hls.part_seconds:"), res.stderr
+    assert run("run", "--hls-format", "mp4").returncode == 2
