@@ -46,7 +46,7 @@ class EdgeProcess:
     """`python -m edged run` on 127.0.0.1 with its own ports and data dir."""
 
     def __init__(self, data_dir: Path, channels: dict[str, str], extra: list[str] | None = None,
-                 nofile: int | None = None) -> None:
+                 nofile: int | None = None, hls_format: str | None = None) -> None:
         self.data_dir = data_dir
         self.nofile = nofile  # RLIMIT_NOFILE (soft = hard) to start edged with; None = inherit ours
         self.rtmp_port = free_port()
@@ -55,6 +55,8 @@ class EdgeProcess:
         self.irc_port = free_port()  # chat over IRC/TCP
         self.channels = channels
         self.extra = extra or ["--no-srt", "--no-transcode"]  # passthrough unless a test asks
+        if hls_format is not None:  # "ts": a test of MPEG-TS output (the default is CMAF with LL-HLS parts)
+            self.extra = [*self.extra, "--hls-format", hls_format]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-edged.log"
 

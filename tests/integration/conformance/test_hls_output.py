@@ -40,7 +40,7 @@ def _edge(tmp_path: Path, name: str, toml: str, channels: dict[str, str], extra:
     need("ffmpeg")
     conf = tmp_path / f"{name}.toml"
     conf.write_text(toml)
-    return EdgeProcess(tmp_path / name, channels, ["--config", str(conf), *extra]).start()
+    return EdgeProcess(tmp_path / name, channels, ["--config", str(conf), *extra], hls_format="ts").start()
 
 
 def get(edge: EdgeProcess, path: str) -> str:

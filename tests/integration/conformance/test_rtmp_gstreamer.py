@@ -21,7 +21,7 @@ KEY = "gst-key"
 
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[EdgeProcess]:
-    e = EdgeProcess(tmp_path / "edge", {"gst": KEY}).start()
+    e = EdgeProcess(tmp_path / "edge", {"gst": KEY}, hls_format="ts").start()
     try:
         yield e
     finally:

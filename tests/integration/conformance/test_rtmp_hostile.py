@@ -40,7 +40,7 @@ def _edge(tmp_path: Path, rtmp: dict[str, object], channels: dict[str, str] | No
     conf = tmp_path / "edged.toml"
     conf.write_text("[rtmp]\n" + "".join(f"{k} = {v!r}\n" for k, v in rtmp.items()))
     return EdgeProcess(tmp_path / "edge", channels or {"demo": KEY},
-                       extra=["--no-srt", "--no-transcode", "--config", str(conf)])
+                       extra=["--no-srt", "--no-transcode", "--config", str(conf)], hls_format="ts")
 
 
 def _pid(edge: EdgeProcess) -> int:

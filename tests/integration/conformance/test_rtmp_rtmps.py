@@ -22,7 +22,7 @@ def _rtmps_edge(tmp_path: Path, served: TlsFiles) -> tuple[EdgeProcess, int]:
     conf.write_text(f'[rtmp]\ntls_cert_file = "{served.cert}"\ntls_key_file = "{served.key}"\n')
     port = free_port()
     edge = EdgeProcess(tmp_path / "edge", {"secure": KEY},
-                       extra=["--no-srt", "--no-transcode", "--config", str(conf), "--rtmps", f"127.0.0.1:{port}"])
+                       extra=["--no-srt", "--no-transcode", "--config", str(conf), "--rtmps", f"127.0.0.1:{port}"], hls_format="ts")
     return edge, port
 
 

@@ -20,7 +20,7 @@ KEY = "s3cret-key"
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[EdgeProcess]:
     need("ffmpeg")
-    e = EdgeProcess(tmp_path / "edge", {"demo": KEY}).start()
+    e = EdgeProcess(tmp_path / "edge", {"demo": KEY}, hls_format="ts").start()
     try:
         yield e
     finally:
@@ -122,7 +122,7 @@ def test_kill9_restart_keeps_segments_and_sequence(tmp_path: Path) -> None:
     # ends once the (short here) reconnect grace has passed
     conf.write_text("[hls]\nwindow = 30\nreconnect_grace_seconds = 2\n")
     extra = ["--no-srt", "--no-transcode", "--config", str(conf)]
-    edge = EdgeProcess(data, {"demo": KEY}, extra).start()
+    edge = EdgeProcess(data, {"demo": KEY}, extra, hls_format="ts").start()
     pub = ffmpeg_publish(edge.rtmp_url(KEY), seconds=30)
     try:
         wait_for(lambda: segment_count(edge) >= 3, 30, "three segments")
@@ -136,7 +136,7 @@ def test_kill9_restart_keeps_segments_and_sequence(tmp_path: Path) -> None:
         edge.stop()
     old_uris = [line for line in before.splitlines() if line.endswith(".ts")]
 
-    edge2 = EdgeProcess(data, {"demo": KEY}, extra)
+    edge2 = EdgeProcess(data, {"demo": KEY}, extra, hls_format="ts")
     edge2.rtmp_port, edge2.http_port = edge.rtmp_port, edge.http_port
     edge2.start()
     try:

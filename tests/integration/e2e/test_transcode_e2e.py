@@ -63,7 +63,8 @@ def publish(edge: EdgeProcess, key: str, seconds: float, size: str) -> None:
 
 def test_ladder_renditions_are_listed_decodable_and_aligned(tmp_path: Path) -> None:
     need("ffmpeg")
-    edge = EdgeProcess(tmp_path / "edge", {"demo": KEY}, ["--no-srt", "--transcode", "--ladder", LADDER]).start()
+    edge = EdgeProcess(tmp_path / "edge", {"demo": KEY}, ["--no-srt", "--transcode", "--ladder", LADDER],
+                        hls_format="ts").start()
     try:
         publish(edge, KEY, 7, "1280x720")
         names = ("source", "480p30", "360p30")
@@ -129,7 +130,7 @@ def test_overload_sheds_and_restores_and_full_node_refuses(tmp_path: Path, monke
         '[[transcode.ladder]]\nname = "160p30"\nwidth = 284\nheight = 160\nfps = 30\nbitrate_kbps = 150\n'
     )
     edge = EdgeProcess(tmp_path / "edge", {"demo": KEY, "other": "other-key"},
-                       ["--no-srt", "--config", str(conf)]).start()
+                       ["--no-srt", "--config", str(conf)], hls_format="ts").start()
     try:
         pub = ffmpeg_publish(edge.rtmp_url(KEY), seconds=16, size="1280x720")
         try:
