@@ -191,7 +191,7 @@ class EdgeApp:
         await self._start_chat()
         # HTTP last of the listeners: once /healthz answers, it reports every ingest port
         self.http = HttpFront(self.cfg, self.store, self.health, self.relay_manager,
-                              routes=self._chat_ws.add_routes if self._chat_ws is not None else None)
+                              routes=self._chat_ws.add_routes if self._chat_ws is not None else None, bus=self.bus)
         await self._start(self.http)
         await self._start_control_plane()
         self._watch_drain()
@@ -241,6 +241,8 @@ class EdgeApp:
             if event == "segment":
                 self.bus.segment(channel, str(rep["rendition"]), int(rep["seq"]))
                 self.bus.channel_changed(channel)  # the record's renditions (bandwidths) follow each segment
+            elif event == "part":  # wakes relay feeds and this edge's blocked LL-HLS requests
+                self.bus.part(channel, str(rep["rendition"]), int(rep["seq"]), int(rep["part"]))
             elif event in ("rendition", "shed", "restore", "exited"):
                 self.bus.channel_changed(channel)
         except (KeyError, TypeError, ValueError):

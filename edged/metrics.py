@@ -36,6 +36,11 @@ HTTP_REQUESTS = Counter(
     "edged_http_requests_total", "HTTP requests by kind (master, playlist, segment; healthz, metrics, other) and "
     "result: local (served from this edge's store), relay_wait (served once a relay subscription was ready), "
     "404, 503, or the status class of any other answer", ["kind", "result"])
+HLS_BLOCKED = Gauge("edged_hls_blocked_requests", "LL-HLS requests blocked now, by kind (playlist: a reload "
+                    "with _HLS_msn; part: a GET of a part not committed yet)", ["kind"])
+HLS_BLOCK_REFUSED = Counter("edged_hls_blocking_refused_total", "LL-HLS blocking requests answered 503, by reason "
+                            "(timeout: not satisfied within 3 x target duration; max_blocking_requests: the "
+                            "rendition's waiter cap was reached)", ["reason"])
 HTTP_BYTES = Counter("edged_http_sent_bytes_total", "Response body bytes sent", ["route"])
 HTTP_CONNECTIONS = Gauge("edged_http_connections", "Open HTTP connections")
 HTTP_CONNECTION_LIMIT = Gauge("edged_http_connection_limit", "HTTP connection cap in force (config and descriptor limit)")

@@ -18,16 +18,18 @@ from edged.http.hls import SERVED, HlsHandlers
 from edged.http.meter import ViewerMeter
 from edged.http.server import GuardedRunner, ServerLog
 from edged.log import QuietLog
+from edged.relay.commits import CommitBus
 from edged.relay.gate import Gate
 from edged.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_VIEWER_ROUTES = frozenset({"master", "media", "segment"})  # handler names, also the metric's route label
+# handler names, also the metric's route label
+_VIEWER_ROUTES = frozenset({"master", "media", "segment", "cmaf_segment", "part", "init"})
 # handler name → the kind label of edged_http_requests_total
-_KINDS = {"master": "master", "media": "playlist", "segment": "segment", "healthz": "healthz",
-          "metrics_view": "metrics"}
+_KINDS = {"master": "master", "media": "playlist", "segment": "segment", "cmaf_segment": "segment", "part": "part",
+          "init": "init", "healthz": "healthz", "metrics_view": "metrics"}
 METER = web.AppKey("meter", ViewerMeter)
 CORS_ORIGIN = web.AppKey("cors_origin", str)
 
@@ -72,7 +74,9 @@ def _finish(request: web.Request, resp: web.StreamResponse) -> None:
 
 class HttpFront:
     def __init__(self, cfg: Config, store: SegmentStore, health: Callable[[], dict[str, object]],
-                 gate: Gate | None = None, routes: Callable[[web.Application], None] | None = None) -> None:
+                 gate: Gate | None = None, routes: Callable[[web.Application], None] | None = None,
+                 bus: CommitBus | None = None) -> None:
+        """`bus`: the commit bus whose commits wake blocked LL-HLS requests (edged.http.blocking)."""
         self.cfg = cfg
         self.store = store
         self.health = health
@@ -80,7 +84,8 @@ class HttpFront:
         self.app[CORS_ORIGIN] = cfg.http.cors_origin
         self.meter = ViewerMeter()
         self.app[METER] = self.meter
-        HlsHandlers(cfg, store, gate).add_routes(self.app)
+        self.hls = HlsHandlers(cfg, store, gate, bus)
+        self.hls.add_routes(self.app)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics_view)
         if routes is not None:  # more endpoints on the same front (the chat WebSocket)

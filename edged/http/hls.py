@@ -18,18 +18,40 @@ Segments answer single byte ranges (RFC 9110 14): `bytes=A-B`, `bytes=A-`, `byte
 Content-Range, an unsatisfiable range 416 with `Content-Range: bytes */SIZE`; several ranges, an
 If-Range (we send no validator it could match) or a malformed header get the whole 200. HEAD is
 answered on every route (aiohttp adds it to each GET route).
+
+CMAF channels (record "format": "cmaf") get LL-HLS media playlists (edged.http.lowlatency renders
+them): init `init-{id}.mp4`, segments `{seq}.m4s`, parts `{seq}.{index}.m4s` (all `video/mp4`, all
+immutable: an id or number never names other bytes). Delivery directives (RFC 8216bis 6.2.5): a
+malformed or too-far-ahead `_HLS_msn`/`_HLS_part` is 400 with the reason; a request for something not
+there yet blocks on the rendition's waiter set (edged.http.blocking: woken by the commit bus, at most
+hls.max_blocking_requests per rendition, else 503) for up to 3 x target duration (then 503 with
+Retry-After); one older than the window answers at once; `_HLS_skip=YES|v2` answers a delta update. A
+GET of a part not committed yet waits the same way when it is the hinted part or one of the two after
+it (else 404), then sends it. A relaying edge answers all of it from its own store (its relay applier
+tells the same bus), so blocking never crosses the fleet; a part whose segment came whole (a relay
+replay keeps no parts) is cut from the segment at its moof boundaries.
+
+Cache headers: a playlist that answers `_HLS_msn` is `public, max-age=6 x TD` (the answer to a given
+directive never changes; the query string is part of a cache key), any other playlist `max-age=1`;
+playlists are gzipped when Accept-Encoding allows (`Vary: Accept-Encoding` always); `Age` on a
+playlist or part served from a relayed copy, as on relayed segments.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from edged import metrics
 from edged.config import Config
-from edged.protocols import hls
+from edged.http import lowlatency
+from edged.http.blocking import Blocking, Overloaded
+from edged.protocols import hls, llhls
+from edged.relay.commits import CommitBus
 from edged.relay.gate import Availability, Gate
 from edged.store.segments import SegmentStore
 
@@ -38,6 +60,7 @@ SERVED = web.RequestKey("served", str)  # how a viewer request was served, for e
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _NAME_RE = re.compile(f"^{_NAME}$")
 SEGMENT_CONTENT_TYPE = "video/mp2t"
+CMAF_CONTENT_TYPE = "video/mp4"  # init segments, parts and CMAF segments
 PLAYLIST_CACHE = "max-age=1"  # a live playlist changes every segment; half a target duration or less
 SEGMENT_CACHE = "public, max-age=86400, immutable"  # a sequence number never names other bytes
 _RANGE_RE = re.compile(r"^bytes[ \t]*=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*$", re.IGNORECASE)
@@ -87,11 +110,61 @@ def _unavailable() -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(text="channel not ready here yet\n", headers={"Retry-After": "1"})
 
 
+def split_fragments(payload: bytes) -> list[bytes]:
+    """A CMAF segment's parts: its top-level boxes cut after each mdat (a part is moof+mdat, possibly
+    after a styp). [] when the boxes do not parse."""
+    out: list[bytes] = []
+    start = pos = 0
+    n = len(payload)
+    while pos < n:
+        if pos + 8 > n:
+            return []
+        size = int.from_bytes(payload[pos : pos + 4], "big")
+        kind = payload[pos + 4 : pos + 8]
+        if size == 1:
+            if pos + 16 > n:
+                return []
+            size = int.from_bytes(payload[pos + 8 : pos + 16], "big")
+        elif size == 0:
+            size = n - pos
+        if size < 8 or pos + size > n:
+            return []
+        pos += size
+        if kind == b"mdat":
+            out.append(payload[start:pos])
+            start = pos
+    if start != n:
+        return []
+    return out
+
+
+def _age(origin_ns: int) -> str:
+    return str(max(0, int(time.time() - origin_ns / 1e9)))
+
+
 class HlsHandlers:
-    def __init__(self, cfg: Config, store: SegmentStore, gate: Gate | None = None) -> None:
+    def __init__(self, cfg: Config, store: SegmentStore, gate: Gate | None = None,
+                 bus: CommitBus | None = None) -> None:
+        """`bus`: the commit bus that wakes blocked LL-HLS requests (without one they wait until their
+        time-out)."""
         self.cfg = cfg
         self.store = store
         self.gate = gate
+        cap = int(getattr(cfg.hls, "max_blocking_requests", 4096))
+        self.blocking: Blocking[lowlatency.View] = Blocking(self._read_view, cap)
+        self.memo = lowlatency.PlaylistMemo()
+        if bus is not None:
+            bus.add_rendition_listener(self._committed)
+
+    def _committed(self, channel: str, rendition: str) -> None:
+        self.memo.invalidate(channel, rendition)  # first: a woken request renders what woke it
+        self.blocking.committed(channel, rendition)
+
+    def _read_view(self, channel: str, rendition: str) -> lowlatency.View | None:
+        info = self.store.channel(channel)
+        if info is None or rendition not in _names(info) or not lowlatency.is_cmaf(info):
+            return None
+        return lowlatency.read_view(self.store, channel, rendition, info, self.cfg.hls)
 
     async def _through_gate(self, request: web.Request, channel: str) -> None:
         """With a relay: make sure the channel is here (or refuse with 404/503) before serving it."""
@@ -110,6 +183,13 @@ class HlsHandlers:
         app.router.add_get(f"/live/{{channel:{_NAME}}}/master.m3u8", self.master)
         app.router.add_get(f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/index.m3u8", self.media)
         app.router.add_get(f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/{{seq:[0-9]{{1,19}}}}.ts", self.segment)
+        app.router.add_get(f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/{{seq:[0-9]{{1,19}}}}.m4s",
+                           self.cmaf_segment)
+        app.router.add_get(
+            f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/{{seq:[0-9]{{1,19}}}}.{{index:[0-9]{{1,5}}}}.m4s",
+            self.part)
+        app.router.add_get(f"/live/{{channel:{_NAME}}}/{{rendition:{_NAME}}}/init-{{init:[0-9a-f]{{16}}}}.mp4",
+                           self.init)
 
     def _channel(self, name: str) -> dict[str, Any]:
         info = self.store.channel(name)
@@ -138,8 +218,10 @@ class HlsHandlers:
         rendition = request.match_info["rendition"]
         await self._through_gate(request, channel)
         info = self._channel(channel)
-        if rendition not in {r["name"] for r in info["renditions"]}:
+        if rendition not in _names(info):
             raise _not_found("rendition")
+        if lowlatency.is_cmaf(info):
+            return await self._ll_media(request, channel, rendition, info)
         hcfg = self.cfg.hls
         window = _int_field(info, "window", hcfg.window)
         metas = self.store.recent(channel, rendition, window)
@@ -170,7 +252,107 @@ class HlsHandlers:
         return web.Response(body=text.encode(), content_type=hls.PLAYLIST_CONTENT_TYPE,
                             headers={"Cache-Control": PLAYLIST_CACHE})
 
+    async def _ll_media(self, request: web.Request, channel: str, rendition: str,
+                        info: dict[str, Any]) -> web.StreamResponse:
+        try:
+            d = llhls.parse_directives(request.query)
+            view = lowlatency.read_view(self.store, channel, rendition, info, self.cfg.hls)
+            verdict = llhls.admit(d, view.progress)
+        except llhls.DirectiveError as exc:
+            raise web.HTTPBadRequest(text=f"{exc.reason}\n") from None
+        td = view.shape.target_duration
+        if verdict is llhls.Verdict.BLOCK:
+            woke = await self._block(channel, rendition, lambda v: llhls.is_satisfied(d, v.progress), td, "playlist")
+            if woke is None:
+                raise _not_found("rendition")
+            view = woke
+        rendered = self.memo.get(self.store, view, d.skip)
+        headers = {"Cache-Control": f"public, max-age={6 * td}" if d.blocking else PLAYLIST_CACHE,
+                   "Vary": "Accept-Encoding"}
+        if rendered.origin_ns:
+            headers["Age"] = _age(rendered.origin_ns)
+        body = rendered.body
+        if lowlatency.accepts_gzip(request.headers.get("Accept-Encoding")):
+            body = rendered.gzipped()
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, content_type=hls.PLAYLIST_CONTENT_TYPE, headers=headers)
+
+    async def _block(self, channel: str, rendition: str, done: Callable[[lowlatency.View], bool], td: int,
+                     kind: str) -> lowlatency.View | None:
+        """Wait on the rendition's waiter set; 503 when it is full or the wait times out."""
+        try:
+            return await self.blocking.wait(channel, rendition, done, llhls.block_timeout(td), kind)
+        except Overloaded:
+            metrics.HLS_BLOCK_REFUSED.labels(reason="max_blocking_requests").inc()
+            raise web.HTTPServiceUnavailable(text="too many blocked requests on this rendition\n",
+                                             headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            metrics.HLS_BLOCK_REFUSED.labels(reason="timeout").inc()
+            raise web.HTTPServiceUnavailable(text="not available within 3 target durations\n",
+                                             headers={"Retry-After": "1"}) from None
+
+    def _part_bytes(self, channel: str, rendition: str, seq: int, index: int) -> bytes | None:
+        payload = self.store.read_part(channel, rendition, seq, index)
+        if payload is not None:
+            return payload
+        meta = self.store.meta(channel, rendition, seq)  # a complete segment whose parts are not kept here
+        if meta is None or meta.fmt != "cmaf" or index >= len(meta.parts):
+            return None
+        whole = self.store.read(channel, rendition, seq)
+        parts = split_fragments(whole) if whole is not None else []
+        return parts[index] if len(parts) == len(meta.parts) else None
+
+    async def part(self, request: web.Request) -> web.StreamResponse:
+        channel = request.match_info["channel"]
+        rendition = request.match_info["rendition"]
+        seq, index = int(request.match_info["seq"]), int(request.match_info["index"])
+        if seq >= 1 << 63 or index >= 1 << 16:
+            raise _not_found("part")
+        payload = self._part_bytes(channel, rendition, seq, index)
+        if payload is None:
+            await self._through_gate(request, channel)
+            info = self._channel(channel)
+            if rendition not in _names(info) or not lowlatency.is_cmaf(info):
+                raise _not_found("part")
+            view = lowlatency.read_view(self.store, channel, rendition, info, self.cfg.hls)
+            if view.part_state(seq, index) == "soon":  # the hinted part (or close): sent once committed
+                await self._block(channel, rendition, lambda v: v.part_state(seq, index) != "soon",
+                                  view.shape.target_duration, "part")
+            payload = self._part_bytes(channel, rendition, seq, index)
+            if payload is None:
+                raise _not_found("part")
+        elif self.gate is not None:
+            self.gate.touch(channel)
+        headers = {"Cache-Control": SEGMENT_CACHE, "Accept-Ranges": "bytes"}
+        if self.gate is not None:
+            meta = self.store.meta(channel, rendition, seq)
+            pending = self.store.pending(channel, rendition) if meta is None else None
+            origin = meta.origin_ns if meta is not None else pending.origin_ns if pending is not None else 0
+            if origin:
+                headers["Age"] = _age(origin)
+        return _send(request, payload, CMAF_CONTENT_TYPE, headers)
+
+    async def init(self, request: web.Request) -> web.StreamResponse:
+        channel = request.match_info["channel"]
+        rendition = request.match_info["rendition"]
+        init_id = request.match_info["init"]
+        payload = self.store.read_init(channel, rendition, init_id)
+        if payload is None:
+            await self._through_gate(request, channel)
+            payload = self.store.read_init(channel, rendition, init_id)
+            if payload is None:
+                raise _not_found("init segment")
+        elif self.gate is not None:
+            self.gate.touch(channel)
+        return _send(request, payload, CMAF_CONTENT_TYPE, {"Cache-Control": SEGMENT_CACHE, "Accept-Ranges": "bytes"})
+
+    async def cmaf_segment(self, request: web.Request) -> web.StreamResponse:
+        return await self._segment(request, "cmaf")
+
     async def segment(self, request: web.Request) -> web.StreamResponse:
+        return await self._segment(request, "ts")
+
+    async def _segment(self, request: web.Request, fmt: str) -> web.StreamResponse:
         channel = request.match_info["channel"]
         rendition = request.match_info["rendition"]
         seq = int(request.match_info["seq"])
@@ -187,21 +369,31 @@ class HlsHandlers:
         elif self.gate is not None:
             self.gate.touch(channel)  # a use of a relayed channel (its linger starts over)
         headers = {"Cache-Control": SEGMENT_CACHE, "Accept-Ranges": "bytes"}
-        meta = self.store.meta(channel, rendition, seq) if self.gate is not None else None
+        meta = self.store.meta(channel, rendition, seq) if self.gate is not None or fmt == "cmaf" else None
+        if fmt == "cmaf" and (meta is None or meta.fmt != "cmaf"):
+            raise _not_found("segment")  # a TS segment is not served as .m4s
         if meta is not None and meta.origin_ns:
-            headers["Age"] = str(max(0, int(time.time() - meta.origin_ns / 1e9)))
-        spec = request.headers.get("Range")
-        if spec is None or "If-Range" in request.headers:
-            return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE, headers=headers)
-        size = len(payload)
-        try:
-            span = parse_byte_range(spec, size)
-        except Unsatisfiable:
-            raise web.HTTPRequestRangeNotSatisfiable(
-                headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"}) from None
-        if span is None:
-            return web.Response(body=payload, content_type=SEGMENT_CONTENT_TYPE, headers=headers)
-        first, last = span
-        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        return web.Response(status=206, body=payload[first : last + 1], content_type=SEGMENT_CONTENT_TYPE,
-                            headers=headers)
+            headers["Age"] = _age(meta.origin_ns)
+        return _send(request, payload, CMAF_CONTENT_TYPE if fmt == "cmaf" else SEGMENT_CONTENT_TYPE, headers)
+
+
+def _names(info: dict[str, Any]) -> set[str]:
+    return {r["name"] for r in info.get("renditions", ()) if isinstance(r, dict) and "name" in r}
+
+
+def _send(request: web.Request, payload: bytes, content_type: str, headers: dict[str, str]) -> web.Response:
+    """The whole payload, or the single byte range the request asks for (see the module docstring)."""
+    spec = request.headers.get("Range")
+    if spec is None or "If-Range" in request.headers:
+        return web.Response(body=payload, content_type=content_type, headers=headers)
+    size = len(payload)
+    try:
+        span = parse_byte_range(spec, size)
+    except Unsatisfiable:
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"}) from None
+    if span is None:
+        return web.Response(body=payload, content_type=content_type, headers=headers)
+    first, last = span
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return web.Response(status=206, body=payload[first : last + 1], content_type=content_type, headers=headers)
