@@ -20,6 +20,12 @@ HLS_FORCED_CUTS = Counter("edged_hls_forced_cuts_total", "Segments cut at hls.ma
                           "(the source's keyframe interval is longer)", ["rendition"])
 HLS_OVER_TARGET = Counter("edged_hls_segments_over_target_total",
                           "Segments whose rounded duration exceeds the playlist's EXT-X-TARGETDURATION", ["rendition"])
+PARTS_WRITTEN = Counter("edged_hls_parts_written_total", "LL-HLS parts (CMAF) written to the store", ["rendition"])
+INGEST_TO_PART = Histogram(
+    "edged_ingest_to_part_seconds",
+    "Time from a part's first packet arriving at the ingest socket to the part being listed (source rendition)",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5),
+)
 INGEST_TO_PLAYLIST = Histogram(
     "edged_ingest_to_playlist_seconds",
     "Time from a segment's first packet arriving at the ingest socket to the segment being listed",

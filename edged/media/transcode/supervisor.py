@@ -376,6 +376,13 @@ class PipelineSupervisor:
                 if rep.get("over_target"):
                     metrics.HLS_OVER_TARGET.labels(rendition=rendition).inc()
                 self._numbered(channel, rep)
+            elif rep.get("event") == "part":
+                metrics.PARTS_WRITTEN.labels(rendition=rep["rendition"]).inc()
+                if rep.get("latency") is not None and rep["rendition"] == "source":
+                    metrics.INGEST_TO_PART.observe(rep["latency"])
+                # a part listed of segment N consumes N fleet-wide: an ingest that moves mid-segment goes on
+                # from N + 1 (edges may hold N's parts already)
+                self._numbered(channel, rep)
             else:
                 self._transcode_report(channel, rep)
             if self.on_report is not None:
