@@ -39,7 +39,8 @@ STORE_BYTES = Gauge("edged_store_bytes", "Segment payload bytes held in the LMDB
 STORE_EVICTED = Counter("edged_store_evicted_segments_total", "Segments evicted from the store")
 
 HTTP_REQUESTS = Counter(
-    "edged_http_requests_total", "HTTP requests by kind (master, playlist, segment; healthz, metrics, other) and "
+    "edged_http_requests_total", "HTTP requests by kind (master, playlist, segment, part, init; healthz, metrics, "
+    "other) and "
     "result: local (served from this edge's store), relay_wait (served once a relay subscription was ready), "
     "404, 503, or the status class of any other answer", ["kind", "result"])
 HLS_BLOCKED = Gauge("edged_hls_blocked_requests", "LL-HLS requests blocked now, by kind (playlist: a reload "
