@@ -292,7 +292,7 @@ def main() -> None:
         fleet.controller()
         tokens = fleet.cli("token", "create", "--count", "4").split()
         for name in ("a", "r", "b", "c"):
-            fleet.edge(name, tokens.pop(), relay=name == "r")
+            fleet.edge(name, tokens.pop(), relay=name == "r", extra_args=("--hls-format", "ts"))  # as measured for issue 10
         ids = fleet.wait(lambda: all(fleet.node_id(n) for n in fleet.edges) and {n: fleet.node_id(n)
                                                                                 for n in fleet.edges}, "enrollment")
         fleet.wait(lambda: len([n for n in json.loads(fleet.cli("nodes", "-o", "json")) if n["state"] == "healthy"])
