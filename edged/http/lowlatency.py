@@ -13,7 +13,9 @@ the channel.
 URIs, relative to the media playlist: segment `{seq}.m4s`, part `{seq}.{index}.m4s`, init
 `init-{id}.mp4`; the preload hint names the next part (`{pending}.{parts}.m4s`, or part 0 of the next
 segment when none is in progress); a rendition report per other rendition (`../{name}/index.m3u8`, its
-last segment and part). Only the run after the last gap in sequence numbers is listed (a shed and
+last segment and part). The hint names part 0 of the next segment instead once the segment in progress
+is as long as the one before it (or the segment target): the next keyframe cuts it then, and a hint
+should name a part that will exist. Only the run after the last gap in sequence numbers is listed (a shed and
 restored rung), as for TS playlists.
 
 `PlaylistMemo` keeps the rendered bytes (and their gzip) per channel, rendition and skip mode, tagged
@@ -81,6 +83,7 @@ class Shape:
     can_skip_until: float | None
     ended: bool
     renditions: tuple[str, ...]
+    segment_seconds: float  # the segment target the channel is cut at
 
     @classmethod
     def of(cls, info: dict[str, Any], hcfg: HlsConfig, now: float) -> Shape:
@@ -97,7 +100,7 @@ class Shape:
                                    grace=float(grace) if isinstance(grace, int | float) else hcfg.reconnect_grace_seconds)
         names = tuple(str(r["name"]) for r in info.get("renditions", ()) if isinstance(r, dict) and "name" in r)
         return cls(window, target, min(part_target, float(target)),
-                   llhls.skip_advertised(target, window * seg_seconds), ended, names)
+                   llhls.skip_advertised(target, window * seg_seconds), ended, names, seg_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +227,13 @@ def build_playlist(store: SegmentStore, view: View) -> llhls.LLPlaylist:
         pending = llhls.PendingSegment(seq=p.seq, init_uri=init_uri(p.init), parts=parts,
                                        program_date_time=p.program_date_time, discontinuity=p.discontinuity,
                                        disc_seq=p.disc_seq)
-        hint = part_uri(p.seq, len(p.parts))
+        # Once the segment in progress is as long as its predecessor (else the segment target), it is
+        # cut at the next keyframe: the next part is most likely the next segment's first.
+        expected = view.metas[-1].duration if view.metas else shape.segment_seconds
+        if sum(d for d, _ in p.parts) >= expected - shape.part_target / 2:
+            hint = part_uri(p.seq + 1, 0)
+        else:
+            hint = part_uri(p.seq, len(p.parts))
     else:
         hint = part_uri(view.last_msn + 1, 0)
     part_target = shape.part_target

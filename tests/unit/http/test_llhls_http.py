@@ -269,6 +269,22 @@ async def test_a_hinted_part_get_blocks_and_sends_the_same_bytes_as_a_later_get(
     assert (await get(env, f"{SRC}/7.0.m4s"))[0] == 404
 
 
+async def test_a_full_length_segment_in_progress_hints_the_next_segments_first_part(env: Env) -> None:
+    env.w.start()
+    env.w.segments(2)
+    for _ in range(4):  # as long as segment 1: the next keyframe cuts it
+        env.w.part("source", 2)
+    _, _, text = await playlist(env)
+    assert m3u8.loads(text).preload_hint.uri == "3.0.m4s"
+    task = asyncio.create_task(get(env, f"{SRC}/3.0.m4s"))
+    await until_blocked(env, 1)
+    env.w.segment("source", 2)
+    await asyncio.sleep(0.02)
+    assert not task.done()
+    payload = env.w.part("source", 3)
+    assert (await asyncio.wait_for(task, 5))[2] == payload
+
+
 async def test_a_hinted_part_that_never_comes_is_404(env: Env) -> None:
     env.w.start()
     env.w.segments(2)
