@@ -27,7 +27,8 @@ from tests.integration.e2e.test_origin_e2e import procs as procs  # noqa: PLC041
 from tests.integration.procs import ffmpeg_publish
 
 VIEWERS = 200
-_EXTINF_RE = re.compile(r"#EXTINF:([\d.]+),\n(\d+)\.ts")
+_EXTINF_RE = re.compile(r"#EXTINF:([\d.]+),\n(\d+)\.m4s")  # CMAF segments (the default format)
+_MAP_RE = re.compile(r'#EXT-X-MAP:URI="(init-[0-9a-f]{16}\.mp4)"')
 
 
 def playlist(edge: EdgeNode, path: str = "source/index.m3u8") -> bytes:
@@ -48,8 +49,8 @@ def entries(text: bytes) -> dict[int, str]:
         if line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE"):
             continue
         block.append(line)
-        if line.endswith(".ts"):
-            out[int(line[:-3])] = "\n".join(block)
+        if line.endswith(".m4s") and not line.startswith("#"):
+            out[int(line[:-4])] = "\n".join(block)
             block = []
     return out
 
@@ -158,13 +159,15 @@ def test_viewer_edges_serve_the_ingest_edges_stream_byte_for_byte(procs: Procs, 
         # segment bytes equal (sha256), and a relayed copy is marked with its Age
         seqs = listed(playlist(edges[deep]))
         for seq in seqs:
-            sa = get(a.http, f"/live/news/source/{seq}.ts")
-            sd = get(edges[deep].http, f"/live/news/source/{seq}.ts")
+            sa = get(a.http, f"/live/news/source/{seq}.m4s")
+            sd = get(edges[deep].http, f"/live/news/source/{seq}.m4s")
             assert sa[0] == sd[0] == 200 and hashlib.sha256(sa[2]).digest() == hashlib.sha256(sd[2]).digest()
             assert "age" in sd[1] and "age" not in sa[1]
         # ffprobe decodes the two-hop edge's variant with continuous timestamps
-        joined = tmp_path / "deep.ts"
-        joined.write_bytes(b"".join(get(edges[deep].http, f"/live/news/source/{s}.ts")[2] for s in seqs))
+        joined = tmp_path / "deep.mp4"
+        init_uri = _MAP_RE.findall(playlist(edges[deep]).decode())[-1]
+        joined.write_bytes(get(edges[deep].http, f"/live/news/source/{init_uri}")[2]
+                           + b"".join(get(edges[deep].http, f"/live/news/source/{s}.m4s")[2] for s in seqs))
         out = subprocess.run([need("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries",
                               "packet=pts_time", "-of", "csv=p=0", str(joined)],
                              capture_output=True, text=True, timeout=30)
@@ -203,7 +206,7 @@ async def _viewers(edge: EdgeNode, n: int) -> None:
         async with session.get(f"{base}/source/index.m3u8") as r:
             assert r.status == 200
             last = listed(await r.read())[-1]
-        async with session.get(f"{base}/source/{last}.ts") as r:
+        async with session.get(f"{base}/source/{last}.m4s") as r:
             assert r.status == 200 and len(await r.read()) > 0
 
     connector = aiohttp.TCPConnector(limit=n)
@@ -318,7 +321,7 @@ def test_a_broadcaster_moving_to_another_ingest_edge_continues_on_a_relaying_edg
         wait_until(lambda: same_playlists(c, b, "source/index.m3u8"), "B's playlist = C's", procs)
         text = playlist(b).decode()
         assert "#EXT-X-ENDLIST" not in text and "#EXT-X-DISCONTINUITY\n" in text, text
-        first_on_c = int(text.split("#EXT-X-DISCONTINUITY\n", 1)[1].split(".ts", 1)[0].rsplit("\n", 1)[-1])
+        first_on_c = listed(text.split("#EXT-X-DISCONTINUITY\n", 1)[1].encode())[0]
         assert first_on_c > last_on_a, (first_on_c, last_on_a, text)  # and no number is missing (above)
     finally:
         poller.stop.set()
