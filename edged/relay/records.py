@@ -103,6 +103,7 @@ class ChannelRecord:
     ended_deliberately: bool = False
     format: str = "ts"  # "ts" | "cmaf"
     part_target: float = 0.0  # s (cmaf: the LL-HLS part target; 0: no parts)
+    segment_seconds: float = 0.0  # s the ingest edge cuts segments at (0: unknown, the receiver's own)
 
     kind = Kind.CHANNEL
 
@@ -115,6 +116,8 @@ class ChannelRecord:
         }
         if self.part_target:
             out["part_target"] = self.part_target
+        if self.segment_seconds:
+            out["segment_seconds"] = self.segment_seconds
         if self.window:
             out["window"] = self.window
         if self.reconnect_grace >= 0:
@@ -401,6 +404,7 @@ def _channel_from_header(d: dict[str, Any]) -> ChannelRecord:
         ended=None if ended is None else _float(d, "ended", 0, _MAX_TIME),
         ended_deliberately=_bool(d, "ended_deliberately", False),
         format=_str_choice(d, "format", FORMATS, "ts"), part_target=_part_target(d),
+        segment_seconds=_float(d, "segment_seconds", 0, 3600, 0.0),
     )
 
 

@@ -172,6 +172,7 @@ class Pipeline:
         if spec.reconnect_grace >= 0:
             shape["reconnect_grace"] = spec.reconnect_grace
         shape["format"] = spec.fmt
+        shape["segment_seconds"] = spec.segment_seconds  # CAN-SKIP-UNTIL and the hint on every edge
         shape["part_target"] = spec.part_seconds if spec.fmt == "cmaf" else 0.0
         store.update_channel(spec.channel, live=True, session=spec.session, started=time.time(),
                              target_duration=self.target_duration, independent=self._independent, **shape)

@@ -60,6 +60,7 @@ channels = st.builds(
                                        unique_by=lambda r: r.name).map(tuple),
     target_duration=st.integers(0, 60), live=st.booleans(), format=st.sampled_from(records.FORMATS),
     part_target=st.just(0.0) | st.floats(min_value=0.1, max_value=2.0),
+    segment_seconds=st.just(0.0) | st.floats(min_value=0.5, max_value=30.0),
 )
 
 
@@ -143,6 +144,8 @@ def _header(rec: records.Record, **changes: object) -> tuple[int, bytes, bytes]:
     (ChannelRecord(), {"part_target": 0.05}, "part_target"),
     (ChannelRecord(), {"part_target": 2.5}, "part_target"),
     (ChannelRecord(), {"part_target": True}, "part_target"),
+    (ChannelRecord(), {"segment_seconds": -1}, "segment_seconds"),
+    (ChannelRecord(), {"segment_seconds": "2"}, "segment_seconds"),
 ])
 def test_malformed_llhls_headers_are_refused(rec: records.Record, changes: dict[str, object], match: str) -> None:
     kind, header, payload = _header(rec, **changes)
