@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := /var/lib/edged-apt.stamp
 APT_PACKAGES := ffmpeg libsrt1.5-gnutls srt-tools chromium \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	gstreamer1.0-plugins-ugly gstreamer1.0-libav nats-server
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav nats-server nginx-light
 HLSJS_VERSION := 1.7.4
 TMIJS_VERSION := 1.8.5
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 apt:
 	@if ! command -v ffmpeg >/dev/null || ! command -v srt-live-transmit >/dev/null || ! command -v chromium >/dev/null \
-		|| ! command -v gst-launch-1.0 >/dev/null || ! command -v nats-server >/dev/null || ! gst-inspect-1.0 rtmp2sink x264enc avenc_aac >/dev/null 2>&1 \
+		|| ! command -v gst-launch-1.0 >/dev/null || ! command -v nats-server >/dev/null || ! command -v nginx >/dev/null || ! gst-inspect-1.0 rtmp2sink x264enc avenc_aac >/dev/null 2>&1 \
 		|| ! ldconfig -p | grep -q libsrt-gnutls; then \
 		echo "installing Debian packages: $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
