@@ -39,10 +39,13 @@ hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal && !sent) { sent = true; report
 hls.loadSource(SRC);
 hls.attachMedia(v);
 v.play().catch(() => {});
+// media time where playback began: hls.js starts near the live edge (with LL-HLS parts, PART-HOLD-BACK from it)
+let start = null;
+v.addEventListener('playing', () => { if (start === null) start = v.currentTime; });
 setInterval(() => {
-  if (!sent && v.currentTime > 4) {
+  if (!sent && start !== null && v.currentTime - start > 4) {
     sent = true;
-    report({ok: true, t: v.currentTime, w: v.videoWidth, h: v.videoHeight, levels: levels,
+    report({ok: true, t: v.currentTime - start, w: v.videoWidth, h: v.videoHeight, levels: levels,
             decoded: v.getVideoPlaybackQuality().totalVideoFrames,
             dropped: v.getVideoPlaybackQuality().droppedVideoFrames});
   }
