@@ -53,6 +53,7 @@ async def front(tmp_path: Path) -> AsyncIterator[tuple[HttpFront, Writer]]:
 
 async def test_two_thousand_blocked_reloads_answered_after_one_commit(front: tuple[HttpFront, Writer]) -> None:
     http, w = front
+    w.target = 30  # requests are held up to 3 x TD: 90 s, longer than opening 2,000 connections on a loaded box
     w.start()
     w.segments(3)
     w.part("source", 3)
