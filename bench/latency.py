@@ -129,7 +129,7 @@ def ll_config(args: argparse.Namespace) -> dict[str, Any]:
 def ts_phase(work: Path, pages: PageServer, args: argparse.Namespace) -> list[Row]:
     """edged as it was before LL-HLS: MPEG-TS, 2 s segments, no parts; the player in normal live mode."""
     (work / "ts").mkdir()
-    edge = EdgeProcess(work / "ts" / "edge", {"news": KEY}, ["--no-srt", "--no-transcode", "--hls-format", "ts"])
+    edge = EdgeProcess(work / "ts" / "edge", {"news": KEY}, hls_format="ts")
     ffmpeg: subprocess.Popen[bytes] | None = None
     try:
         edge.start()
