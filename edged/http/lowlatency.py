@@ -13,9 +13,8 @@ the channel.
 URIs, relative to the media playlist: segment `{seq}.m4s`, part `{seq}.{index}.m4s`, init
 `init-{id}.mp4`; the preload hint names the next part (`{pending}.{parts}.m4s`, or part 0 of the next
 segment when none is in progress); a rendition report per other rendition (`../{name}/index.m3u8`, its
-last segment and part). The hint names part 0 of the next segment instead once the segment in progress
-is as long as the one before it (or the segment target): the next keyframe cuts it then, and a hint
-should name a part that will exist. Only the run after the last gap in sequence numbers is listed (a shed and
+last segment and part). The worker commits a segment's final part in the same transaction as the
+segment, so the part the hint names is the one that comes next. Only the run after the last gap in sequence numbers is listed (a shed and
 restored rung), as for TS playlists.
 
 `PlaylistMemo` keeps the rendered bytes (and their gzip) per channel, rendition and skip mode, tagged
@@ -227,13 +226,9 @@ def build_playlist(store: SegmentStore, view: View) -> llhls.LLPlaylist:
         pending = llhls.PendingSegment(seq=p.seq, init_uri=init_uri(p.init), parts=parts,
                                        program_date_time=p.program_date_time, discontinuity=p.discontinuity,
                                        disc_seq=p.disc_seq)
-        # Once the segment in progress is as long as its predecessor (else the segment target), it is
-        # cut at the next keyframe: the next part is most likely the next segment's first.
-        expected = view.metas[-1].duration if view.metas else shape.segment_seconds
-        if sum(d for d, _ in p.parts) >= expected - shape.part_target / 2:
-            hint = part_uri(p.seq + 1, 0)
-        else:
-            hint = part_uri(p.seq, len(p.parts))
+        # A segment's final part commits with the segment (one store transaction), so while a segment is
+        # in progress its next part is always one more of its own.
+        hint = part_uri(p.seq, len(p.parts))
     else:
         hint = part_uri(view.last_msn + 1, 0)
     part_target = shape.part_target

@@ -176,15 +176,18 @@ class SegmentStore:
                               _pending_of(d))
 
     def put_segment(self, meta: SegmentMeta, payload: bytes, keep: int,
-                    continuity: Mapping[int, int] | None = None, part_keep: int = 0) -> int:
+                    continuity: Mapping[int, int] | None = None, part_keep: int = 0,
+                    last_part: tuple[int, bytes] | None = None) -> int:
         """Store one segment, its metadata and the rendition's state after it (next sequence number,
         discontinuity count, TS continuity counters `continuity`; no pending CMAF segment) in one
         transaction, then evict beyond `keep` segments for this rendition and beyond max_bytes overall.
         `part_keep` > 0: the parts of segments older than `meta.seq - part_keep` are deleted (their
-        segments stay). Returns the number of segments evicted."""
+        segments stay). `last_part` (index, bytes): the segment's final CMAF part, committed in the same
+        transaction, so no reader ever sees all of a segment's parts and the segment still in progress.
+        Returns the number of segments evicted."""
         for attempt in range(3):
             try:
-                return self._put(meta, payload, keep, continuity, part_keep)
+                return self._put(meta, payload, keep, continuity, part_keep, last_part)
             except lmdb.MapFullError:
                 # Free pages are reused only after readers move on; evict harder and retry.
                 self._evict_oldest(max(1, 4 << attempt))
@@ -193,7 +196,7 @@ class SegmentStore:
         raise StoreError("segment store full even after eviction; raise store.max_bytes")
 
     def _put(self, meta: SegmentMeta, payload: bytes, keep: int, continuity: Mapping[int, int] | None,
-             part_keep: int) -> int:
+             part_keep: int, last_part: tuple[int, bytes] | None = None) -> int:
         key = keys.segment_key(meta.channel, meta.rendition, meta.seq)
         evicted = 0
         with self.env.begin(write=True) as txn:
@@ -211,6 +214,11 @@ class SegmentStore:
             seq_state = json.dumps(state, separators=(",", ":")).encode()
             txn.put(keys.prefix(meta.channel, meta.rendition), seq_state, db=self._db["seq"])
             total += len(payload)
+            if last_part is not None:
+                pkey = part_key(meta.channel, meta.rendition, meta.seq, last_part[0])
+                held = txn.get(pkey, db=self._db["parts"])
+                total += len(last_part[1]) - (len(held) if held is not None else 0)
+                txn.put(pkey, last_part[1], db=self._db["parts"])
             if part_keep > 0:
                 total -= self._drop_parts(txn, meta.channel, meta.rendition, meta.seq - part_keep)
             # Per-rendition retention: drop sequence numbers older than seq - keep.

@@ -158,6 +158,7 @@ class Pipeline:
         self._continuity: dict[str, ContinuityStamper] = {}  # rendition → its TS continuity counters
         self._inits: dict[str, set[str]] = {}  # rendition → init segment ids stored by this worker
         self._parts: dict[str, tuple[int, tuple[tuple[float, bool], ...]]] = {}  # rendition → (seq, parts so far)
+        self._last_part: dict[str, SegmentPart] = {}  # rendition → its segment's final part, committed with it
         self.part_keep = (spec.window or 6) + 2  # segments back whose parts stay in the store
         # Fixed for the life of the playlist: from max_segment_seconds, never below what it advertised.
         before = store.channel(spec.channel) or {}
@@ -248,9 +249,18 @@ class Pipeline:
         self._ensure_init(part.rendition, part.init_id, part.init)
         done = (*done, (part.duration, part.independent))
         self._parts[part.rendition] = (part.seq, done)
+        if part.last:
+            # The segment's final part commits with the segment (`_commit`, which comes next): a reader
+            # never sees every part of a segment while the segment is still in progress, so the preload
+            # hint it is given names the next segment's first part, and that part is what comes.
+            self._last_part[part.rendition] = part
+            return
         pending = PendingMeta(seq=part.seq, start_pts=part.start_pts, program_date_time=part.program_date_time,
                               discontinuity=part.discontinuity, disc_seq=part.disc_seq, init=part.init_id, parts=done)
         self.store.put_part(self.spec.channel, part.rendition, pending, part.data)
+        self._report_part(part)
+
+    def _report_part(self, part: SegmentPart) -> None:
         self.report({
             "event": "part", "rendition": part.rendition, "seq": part.seq, "part": part.index,
             "bytes": len(part.data), "independent": part.independent, "duration": round(part.duration, 4),
@@ -272,8 +282,14 @@ class Pipeline:
         if seg.fmt == "cmaf":
             self._parts.pop(seg.rendition, None)
             self._ensure_init(seg.rendition, seg.init_id, seg.init)
+            last = self._last_part.pop(seg.rendition, None)
+            if last is not None and last.seq != seg.seq:
+                last = None  # never expected: the final part comes right before its segment
             evicted = self.store.put_segment(meta, seg.payload, keep=self.spec.keep_segments,
-                                             part_keep=self.part_keep)
+                                             part_keep=self.part_keep,
+                                             last_part=(last.index, last.data) if last is not None else None)
+            if last is not None:
+                self._report_part(last)
         else:
             evicted = self._put_ts(meta, seg)
         listed = time.monotonic()

@@ -269,19 +269,20 @@ async def test_a_hinted_part_get_blocks_and_sends_the_same_bytes_as_a_later_get(
     assert (await get(env, f"{SRC}/7.0.m4s"))[0] == 404
 
 
-async def test_a_full_length_segment_in_progress_hints_the_next_segments_first_part(env: Env) -> None:
+async def test_a_full_length_segment_in_progress_hints_its_own_next_part(env: Env) -> None:
+    """The worker commits a segment's final part with the segment, so a segment in progress always has one
+    more part to come: the hint names it, however long the segment already is."""
     env.w.start()
     env.w.segments(2)
-    for _ in range(4):  # as long as segment 1: the next keyframe cuts it
+    for _ in range(4):  # as long as segment 1 already
         env.w.part("source", 2)
     _, _, text = await playlist(env)
-    assert m3u8.loads(text).preload_hint.uri == "3.0.m4s"
-    task = asyncio.create_task(get(env, f"{SRC}/3.0.m4s"))
+    assert m3u8.loads(text).preload_hint.uri == "2.4.m4s"
+    task = asyncio.create_task(get(env, f"{SRC}/2.4.m4s"))
     await until_blocked(env, 1)
-    env.w.segment("source", 2)
     await asyncio.sleep(0.02)
     assert not task.done()
-    payload = env.w.part("source", 3)
+    payload = env.w.part("source", 2)
     assert (await asyncio.wait_for(task, 5))[2] == payload
 
 

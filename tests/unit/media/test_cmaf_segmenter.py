@@ -347,9 +347,9 @@ def test_pipeline_commits_parts_then_segments(sample_flv: Path, tmp_path: Path) 
     for seq in range(3):
         expected += [("part", seq, i) for i in range(4)] + [("segment", seq, None)]
     assert events == expected
-    # a part is in the pending state when reported; the segment replaces it
+    # a part is in the pending state when reported; the final part commits with its segment (one transaction)
     assert [x for x, r in zip(seen, reports, strict=True) if r["event"] == "part"][:4] == [
-        (0, 1, 0), (0, 2, 0), (0, 3, 0), (0, 4, 0)]
+        (0, 1, 0), (0, 2, 0), (0, 3, 0), (0, 0, 1)]
     assert store.pending("c", "source") is None
     metas = store.recent("c", "source", 20)
     assert [m.seq for m in metas] == [0, 1, 2] and {m.fmt for m in metas} == {"cmaf"}

@@ -113,3 +113,14 @@ def test_init_segments_by_content_id(store: SegmentStore) -> None:
 def test_a_part_without_parts_is_refused(store: SegmentStore) -> None:
     with pytest.raises(ValueError):
         store.put_part("ch", "source", _pending(0, 0), b"x")
+
+
+def test_the_final_part_commits_with_its_segment(store: SegmentStore) -> None:
+    store.put_part("ch", "source", _pending(0, 1), b"p0")
+    meta = SegmentMeta(channel="ch", rendition="source", seq=0, duration=1.0, discontinuity=False, disc_seq=0,
+                       start_pts=0.0, program_date_time=1.7e9, size=4, written_ns=time.time_ns(), fmt="cmaf",
+                       init="00112233aabbccdd", parts=((0.5, True), (0.5, False)))
+    store.put_segment(meta, b"p0p1", keep=10, last_part=(1, b"p1"))
+    assert store.pending("ch", "source") is None
+    assert store.read_part("ch", "source", 0, 1) == b"p1" and store.read("ch", "source", 0) == b"p0p1"
+    assert store.total_bytes() == 2 + 4 + 2
