@@ -29,7 +29,9 @@ Retry-After); one older than the window answers at once; `_HLS_skip=YES|v2` answ
 GET of a part not committed yet waits the same way when it is the hinted part or one of the two after
 it (else 404), then sends it. A relaying edge answers all of it from its own store (its relay applier
 tells the same bus), so blocking never crosses the fleet; a part whose segment came whole (a relay
-replay keeps no parts) is cut from the segment at its moof boundaries.
+replay keeps no parts) is cut from the segment at its moof boundaries (gap parts have none). A part
+that is an ingest gap (GAP=YES in the playlist; stored without bytes) is 404 `part N.I is a gap` at
+once, never blocked on.
 
 Cache headers: a playlist that answers `_HLS_msn` is `public, max-age=6 x TD` (the answer to a given
 directive never changes; the query string is part of a cache key), any other playlist `max-age=1`;
@@ -292,15 +294,19 @@ class HlsHandlers:
                                              headers={"Retry-After": "1"}) from None
 
     def _part_bytes(self, channel: str, rendition: str, seq: int, index: int) -> bytes | None:
+        """A part's bytes; b"" for a gap part (stored empty); None when it is not held."""
         payload = self.store.read_part(channel, rendition, seq, index)
         if payload is not None:
             return payload
         meta = self.store.meta(channel, rendition, seq)  # a complete segment whose parts are not kept here
         if meta is None or meta.fmt != "cmaf" or index >= len(meta.parts):
             return None
+        if index in meta.gaps:
+            return b""
         whole = self.store.read(channel, rendition, seq)
         parts = split_fragments(whole) if whole is not None else []
-        return parts[index] if len(parts) == len(meta.parts) else None
+        media = [i for i in range(len(meta.parts)) if i not in meta.gaps]  # a gap has no moof+mdat
+        return parts[media.index(index)] if len(parts) == len(media) else None
 
     async def part(self, request: web.Request) -> web.StreamResponse:
         channel = request.match_info["channel"]
@@ -323,6 +329,8 @@ class HlsHandlers:
                 raise _not_found("part")
         elif self.gate is not None:
             self.gate.touch(channel)
+        if not payload:  # an ingest gap (GAP=YES): listed, never to have bytes
+            raise web.HTTPNotFound(text=f"part {seq}.{index} is a gap\n")
         headers = {"Cache-Control": SEGMENT_CACHE, "Accept-Ranges": "bytes"}
         if self.gate is not None:
             meta = self.store.meta(channel, rendition, seq)

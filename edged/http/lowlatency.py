@@ -14,7 +14,9 @@ URIs, relative to the media playlist: segment `{seq}.m4s`, part `{seq}.{index}.m
 `init-{id}.mp4`; the preload hint names the next part (`{pending}.{parts}.m4s`, or part 0 of the next
 segment when none is in progress); a rendition report per other rendition (`../{name}/index.m3u8`, its
 last segment and part). The worker commits a segment's final part in the same transaction as the
-segment, so the part the hint names is the one that comes next. Only the run after the last gap in sequence numbers is listed (a shed and
+segment, so the part the hint names is the one that comes next (never a gap part known yet: a
+part is known to be a gap only once committed). Parts that are ingest gaps (the store's `gaps`) are
+listed with GAP=YES. Only the run after the last gap in sequence numbers is listed (a shed and
 restored rung), as for TS playlists.
 
 `PlaylistMemo` keeps the rendered bytes (and their gzip) per channel, rendition and skip mode, tagged
@@ -213,7 +215,8 @@ def build_playlist(store: SegmentStore, view: View) -> llhls.LLPlaylist:
     longest = 0.0
     segments = []
     for m in view.metas:
-        parts = tuple(llhls.Part(i, d, part_uri(m.seq, i), independent=ind) for i, (d, ind) in enumerate(m.parts))
+        parts = tuple(llhls.Part(i, d, part_uri(m.seq, i), independent=ind, gap=i in m.gaps)
+                      for i, (d, ind) in enumerate(m.parts))
         longest = max([longest, *(p.duration for p in parts)])
         segments.append(llhls.LLSegment(seq=m.seq, duration=m.duration, uri=segment_uri(m.seq),
                                         init_uri=init_uri(m.init), program_date_time=m.program_date_time,
@@ -221,7 +224,8 @@ def build_playlist(store: SegmentStore, view: View) -> llhls.LLPlaylist:
     pending = None
     p = view.pending
     if p is not None:
-        parts = tuple(llhls.Part(i, d, part_uri(p.seq, i), independent=ind) for i, (d, ind) in enumerate(p.parts))
+        parts = tuple(llhls.Part(i, d, part_uri(p.seq, i), independent=ind, gap=i in p.gaps)
+                      for i, (d, ind) in enumerate(p.parts))
         longest = max([longest, *(x.duration for x in parts)])
         pending = llhls.PendingSegment(seq=p.seq, init_uri=init_uri(p.init), parts=parts,
                                        program_date_time=p.program_date_time, discontinuity=p.discontinuity,

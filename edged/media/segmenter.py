@@ -32,11 +32,25 @@ Two containers (`fmt`):
   concatenated. Part durations come from the decode times at the cuts, the last part absorbing
   the rest, so they add up to the segment's duration. Renditions with the same frame times (the
   ladder's rungs at the source's rate) cut their parts at the same times.
+- Ingest gaps (cmaf). When a packet of the cutting kind starts a hole after the open part, that
+  is, it comes more than two steps (frame intervals; AAC frames for audio-only) after the open
+  part's end (its last packet plus one step), and the hole is at least half of `part_seconds` or
+  bridging it would make the part longer than `part_seconds`, the open part ends with its last
+  sample lasting one step (not the hole), and the hole becomes GAP parts (EXT-X-PART GAP=YES: no
+  bytes, `SegmentPart.gap`, their indices in `Segment.gaps`) of equal length, at most
+  `part_seconds` each, up to that packet; the same when the hole falls right before a cut (the
+  segment's last parts are then gaps). The segment's duration still spans the hole and the part
+  durations still add up to it. A shorter hole (a dropped frame or two) is bridged by the previous
+  sample's duration, as before. Audio of a video rendition that comes after the hole but before
+  that video packet stays in the part before the gap (its samples keep their own times). A segment
+  has at most `MAX_PARTS` parts: a hole too long for that (it is over the playlist's target duration
+  anyway) gets fewer, longer gap parts.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,6 +73,8 @@ _PART_SLACK = 1e-4  # s a part may exceed part_seconds by (float noise)
 _INTERVALS = 128  # recent video frame intervals the frame rate is measured over
 _DEFAULT_INTERVAL = 1 / 30  # before two frames were seen (and no hint was given)
 _GAP = 3.0  # a decode-time step this many frame intervals long restarts the measurement
+_HOLE_STEPS = 2  # a hole longer than this many steps after a part's end may be an ingest gap
+MAX_PARTS = 64  # parts of one segment at most (what a relay record allows: edged.relay.records.MAX_PARTS)
 # Rates a measurement within its timestamp precision is taken for, integer rates first: over a few
 # frames with millisecond times, 30 and 29.97 fps cannot be told apart (0.03 ms a frame).
 _RATES = (30.0, 25.0, 60.0, 24.0, 50.0, 48.0, 29.97, 59.94, 23.976)
@@ -97,6 +113,7 @@ class Segment:
     init_id: str = ""  # cmaf: the id of the init segment its parts need
     init: bytes = b""  # cmaf: that init segment
     parts: tuple[tuple[float, bool], ...] = ()  # cmaf: (duration s, independent) per part
+    gaps: tuple[int, ...] = ()  # cmaf: indices of the parts that are ingest gaps (no bytes)
 
 
 @dataclass(slots=True)
@@ -117,6 +134,7 @@ class SegmentPart:
     disc_seq: int
     first_arrival: float = 0.0  # monotonic ingest arrival of the part's first packet
     last: bool = False  # the segment's last part (handed over at the cut, before the Segment)
+    gap: bool = False  # an ingest gap: no bytes (`data` is empty), listed with GAP=YES
 
 
 class _Muxer:
@@ -175,6 +193,7 @@ class _Parts:
         self.last: MediaPacket | None = None  # the open part's last packet of `kind`
         self.frames = 0  # packets of `kind` in the open part
         self.done: list[tuple[float, bool]] = []  # the open segment's finished parts
+        self.gaps: list[int] = []  # indices in `done` of its gap parts
         self.chunks: list[bytes] = []
         self.mfhd = 0
         self.dts: deque[float] = deque(maxlen=_INTERVALS + 1)  # recent video dts (s)
@@ -184,7 +203,7 @@ class _Parts:
         self.kind = pkt.kind
         if pkt.kind == "video":
             self.video_tb = pkt.time_base
-        self.packets, self.frames, self.done, self.chunks = [], 0, [], []
+        self.packets, self.frames, self.done, self.chunks, self.gaps = [], 0, [], [], []
         self.ids = None
         self.frag = None
 
@@ -250,6 +269,22 @@ class _Parts:
         # packets' own times within one tick of their time base (gaps, variable frame rates).
         return (self.frames + 1) * step > limit or span + step > limit + float(pkt.time_base)
 
+    def hole_end(self, pkt: MediaPacket) -> Fraction | None:
+        """Where the open part's media ends (its last packet plus one step, exactly) when `pkt` (of the
+        cutting kind) comes after an ingest gap (the rule in the module docstring); None otherwise."""
+        last = self.last
+        if not self.frames or last is None:
+            return None
+        step = self.step(last)
+        end = (last.dts + max(1, round(step / float(last.time_base)))) * last.time_base
+        hole = float(pkt.dts * pkt.time_base - end)
+        if hole <= _HOLE_STEPS * step + float(pkt.time_base):
+            return None
+        span = pkt.dts_seconds - self.start  # the part's duration if the hole were bridged
+        if hole >= self.part_seconds / 2 or span > self.part_seconds + _PART_SLACK + float(pkt.time_base):
+            return end
+        return None
+
     def add(self, pkt: MediaPacket) -> None:
         if pkt.kind == self.kind:
             if self.frames == 0:
@@ -261,15 +296,18 @@ class _Parts:
             self._measure(pkt)
         self.packets.append(pkt)
 
-    def flush(self, next_pkt: MediaPacket | None) -> cmaf.Part | None:
-        """The open part as one fragment (None if it holds no sample of the segment's tracks)."""
+    def flush(self, next_pkt: MediaPacket | None, end: Fraction | None = None) -> cmaf.Part | None:
+        """The open part as one fragment (None if it holds no sample of the segment's tracks); `end`:
+        where its last sample of the cutting kind ends (s; else at `next_pkt`)."""
         assert self.frag is not None and self.ids is not None
         for p in self.packets:
             tid = self.ids.get(p.kind)
             if tid is not None:
                 self.frag.add(p, tid)
         nd = None
-        if next_pkt is not None and next_pkt.kind in self.ids:
+        if end is not None and self.last is not None and self.kind in self.ids:
+            nd = {self.ids[self.kind]: int(end / self.last.time_base)}
+        elif next_pkt is not None and next_pkt.kind in self.ids:
             nd = {self.ids[next_pkt.kind]: next_pkt.dts}
         self.mfhd = self.mfhd % 0xFFFFFFFF + 1
         part = self.frag.flush(self.mfhd, nd)
@@ -371,19 +409,43 @@ class Segmenter:
         assert c is not None
         if c.ids is not None and pkt.kind not in c.ids:
             return False
-        if pkt.kind == c.kind and c.full(pkt):
-            self._emit_part(next_pkt=pkt, duration=float(pkt.dts * pkt.time_base - c.start_exact))
+        if pkt.kind == c.kind:
+            end = c.hole_end(pkt)
+            if end is not None:  # an ingest gap: the part ends with its media, gap parts cover the hole
+                self._emit_part(next_pkt=pkt, duration=float(end - c.start_exact), end=end)
+                self._emit_gaps(float(pkt.dts * pkt.time_base - end))
+            elif c.full(pkt):
+                self._emit_part(next_pkt=pkt, duration=float(pkt.dts * pkt.time_base - c.start_exact))
         c.add(pkt)
         return True
 
-    def _emit_part(self, next_pkt: MediaPacket | None, duration: float, last: bool = False) -> None:
+    def _emit_gaps(self, total: float, last: bool = False) -> None:
+        """GAP parts of equal length, at most part_seconds each (within MAX_PARTS), covering `total` s."""
+        c = self._cmaf
+        cur = self.current
+        assert c is not None and cur is not None and c.init is not None
+        n = max(1, math.ceil(total / c.part_seconds - 1e-9))
+        n = max(1, min(n, MAX_PARTS - len(c.done) - (0 if last else 1)))
+        for k in range(n):
+            index = len(c.done)
+            c.done.append((total / n, False))
+            c.gaps.append(index)
+            self._on_part(SegmentPart(
+                rendition=self.rendition, seq=cur.seq, index=index, start_pts=cur.start_pts, duration=total / n,
+                independent=False, data=b"", init_id=c.init_id, init=c.init,
+                program_date_time=cur.program_date_time, discontinuity=cur.discontinuity, disc_seq=cur.disc_seq,
+                last=last and k == n - 1, gap=True,
+            ))
+
+    def _emit_part(self, next_pkt: MediaPacket | None, duration: float, last: bool = False,
+                   end: Fraction | None = None) -> None:
         c = self._cmaf
         cur = self.current
         assert c is not None and cur is not None
         if c.ids is None:  # the first segment's track set: what is known at its first part
             c.decide(self._video if self._has_video else None, self._audio)
         arrival = c.packets[0].arrival if c.packets else 0.0
-        part = c.flush(next_pkt)
+        part = c.flush(next_pkt, end)
         if part is None:
             return
         assert c.init is not None
@@ -453,6 +515,13 @@ class Segmenter:
                 mux.write(p)
             payload = mux.close()
         else:
+            end = c.hole_end(next_pkt) if next_pkt is not None and next_pkt.kind == c.kind else None
+            if c.packets and end is not None:
+                media = float(end - c.start_exact)
+                hole = duration - sum(d for d, _ in c.done) - media
+                if hole > 0.001:  # an ingest gap right before the cut: the segment ends with gap parts
+                    self._emit_part(next_pkt, media, end=end)
+                    self._emit_gaps(hole, last=True)
             if c.packets:  # the open part is the segment's last: it takes what the others leave
                 self._emit_part(next_pkt, duration - sum(d for d, _ in c.done), last=True)
             payload = b"".join(c.chunks)
@@ -470,6 +539,7 @@ class Segmenter:
         )
         if c is not None:
             seg.fmt, seg.init_id, seg.init, seg.parts = "cmaf", c.init_id, c.init or b"", tuple(c.done)
+            seg.gaps = tuple(c.gaps)
         self.next_seq += 1
         return seg
 

@@ -8,14 +8,15 @@ commit order:
                   the independent-segments flag, the live/ended state, the format (ts | cmaf) and the
                   LL-HLS part target
     SEGMENT       one segment: its metadata as the ingest edge committed it (for CMAF also its init
-                  segment's id and its parts' durations), and its payload; or, for a CMAF segment
+                  segment's id, its parts' durations and which of them are ingest gaps), and its payload; or, for a CMAF segment
                   whose parts all came just before it, no payload and its size (`from_parts`): the
                   child joins the parts it holds, so a segment's bytes cross the fleet once
     INIT          a CMAF init segment (rendition, id, bytes; the id is checked against the bytes' SHA-256):
                   sent once per subscription, before the first PART or SEGMENT that names it
     PART          one LL-HLS part of a segment (the one being written, or a recent one whose parts
                   playlists still list): the segment's metadata as known at its start (start, date,
-                  discontinuity, init), the part's index, duration and independence, and its bytes
+                  discontinuity, init), the part's index, duration and independence, and its bytes;
+                  a gap part (`gap`: an ingest gap, listed GAP=YES) has none
     STREAM_START  a publisher session began (session number, start time)
     STREAM_END    it ended (when, and whether deliberately)
     KEEPALIVE     nothing new; sent when idle so that a child tells a stalled parent within its stall
@@ -24,8 +25,8 @@ commit order:
                   parent's live window (the child never lists across the hole)
 
 On the wire a record is (kind, header, payload): the header is a small JSON object, the payload the
-segment, part or init bytes (empty for the other kinds). Fields added later (a segment's format, init
-and parts; a channel's format and part target) are optional in the header, so a record from an older
+segment, part or init bytes (empty for the other kinds). Fields added later (a segment's format, init,
+parts and gaps; a part's gap flag; a channel's format and part target) are optional in the header, so a record from an older
 parent still decodes. `decode` validates everything a peer sends (types, ranges, names, ids, the size
 cap) and raises RecordError; `OrderCheck` refuses records out of order. Either ends that one
 subscription.
@@ -145,6 +146,7 @@ class SegmentRecord:
     init: str = ""  # cmaf: the id of its init segment
     parts: tuple[tuple[float, bool], ...] = ()  # cmaf: (duration s, independent) per part, in order
     from_parts: int = 0  # > 0: the payload is empty; the segment (this many bytes) is its parts joined
+    gaps: tuple[int, ...] = ()  # cmaf: indices of the parts that are ingest gaps (sorted, no bytes)
 
     kind = Kind.SEGMENT
 
@@ -170,6 +172,7 @@ class PartRecord:
     init: str
     ingest_ns: int  # commit time of this part at the ingest edge (epoch ns)
     payload: bytes = field(repr=False)
+    gap: bool = False  # an ingest gap: listed GAP=YES, no bytes (the payload is empty)
 
     kind = Kind.PART
 
@@ -238,14 +241,19 @@ def _header(rec: Record) -> dict[str, Any]:
         }
         if rec.fmt != "ts":  # (a TS segment's header stays as an older child knows it)
             out.update(fmt=rec.fmt, init=rec.init, parts=[[d, i] for d, i in rec.parts])
+            if rec.gaps:
+                out["gaps"] = list(rec.gaps)
         if rec.from_parts:
             out["from_parts"] = rec.from_parts
         return out
     if isinstance(rec, PartRecord):
-        return {"rendition": rec.rendition, "seq": rec.seq, "index": rec.index, "duration": rec.duration,
+        part = {"rendition": rec.rendition, "seq": rec.seq, "index": rec.index, "duration": rec.duration,
                 "independent": rec.independent, "start_pts": rec.start_pts,
                 "program_date_time": rec.program_date_time, "discontinuity": rec.discontinuity,
                 "disc_seq": rec.disc_seq, "init": rec.init, "ingest_ns": rec.ingest_ns, "size": len(rec.payload)}
+        if rec.gap:
+            part["gap"] = True
+        return part
     if isinstance(rec, InitRecord):
         return {"rendition": rec.rendition, "init": rec.init_id, "size": len(rec.payload)}
     if isinstance(rec, StreamStart):
@@ -342,6 +350,18 @@ def _part_list(v: Any) -> tuple[tuple[float, bool], ...]:
     return tuple(out)
 
 
+def _gap_list(v: Any, parts: int) -> tuple[int, ...]:
+    """Indices of a segment's gap parts: integers within its `parts` parts, strictly increasing."""
+    if not isinstance(v, list) or len(v) > parts:
+        raise RecordError(f"gaps: expected a list of at most {parts} part indices")
+    out: list[int] = []
+    for i in v:
+        if type(i) is not int or not 0 <= i < parts or (out and i <= out[-1]):
+            raise RecordError(f"gaps: expected increasing part indices below {parts}, got {v!r}")
+        out.append(i)
+    return tuple(out)
+
+
 def _payload_size(d: dict[str, Any], payload: bytes, max_bytes: int, what: str, lo: int = 0) -> None:
     size = _int(d, "size", lo, max_bytes)
     if size != len(payload):
@@ -360,10 +380,11 @@ def _segment(d: dict[str, Any], payload: bytes, max_bytes: int) -> SegmentRecord
     fmt = _str_choice(d, "fmt", FORMATS, "ts")
     if fmt == "cmaf":
         init, parts = _init_id(d.get("init")), _part_list(d.get("parts", []))
+        gaps = _gap_list(d.get("gaps", []), len(parts))
     else:
-        if d.get("init", "") != "" or d.get("parts", []) != []:
-            raise RecordError("a TS segment with an init segment or parts")
-        init, parts = "", ()
+        if d.get("init", "") != "" or d.get("parts", []) != [] or d.get("gaps", []) != []:
+            raise RecordError("a TS segment with an init segment, parts or gaps")
+        init, parts, gaps = "", (), ()
     from_parts = _int(d, "from_parts", 0, MAX_SEGMENT_BYTES, 0)
     if from_parts and (not parts or payload):
         raise RecordError("a segment joined from its parts has parts and no payload")
@@ -372,18 +393,21 @@ def _segment(d: dict[str, Any], payload: bytes, max_bytes: int) -> SegmentRecord
         duration=_float(d, "duration", 0, 3600), discontinuity=_bool(d, "discontinuity"),
         disc_seq=_int(d, "disc_seq"), start_pts=_float(d, "start_pts", -1e12, 1e12),
         program_date_time=_float(d, "program_date_time", 0, _MAX_TIME), ingest_ns=_int(d, "ingest_ns"),
-        payload=payload, fmt=fmt, init=init, parts=parts, from_parts=from_parts,
+        payload=payload, fmt=fmt, init=init, parts=parts, from_parts=from_parts, gaps=gaps,
     )
 
 
 def _part(d: dict[str, Any], payload: bytes, max_bytes: int) -> PartRecord:
-    _payload_size(d, payload, max_bytes, "part", lo=1)
+    gap = _bool(d, "gap", False)
+    _payload_size(d, payload, max_bytes, "part", lo=0 if gap else 1)
+    if gap and payload:
+        raise RecordError("a gap part with bytes")
     return PartRecord(
         rendition=_name(d.get("rendition"), "rendition"), seq=_int(d, "seq"), index=_int(d, "index", 0, MAX_PARTS - 1),
         duration=_float(d, "duration", 0, 60), independent=_bool(d, "independent"),
         start_pts=_float(d, "start_pts", -1e12, 1e12), program_date_time=_float(d, "program_date_time", 0, _MAX_TIME),
         discontinuity=_bool(d, "discontinuity"), disc_seq=_int(d, "disc_seq"), init=_init_id(d.get("init")),
-        ingest_ns=_int(d, "ingest_ns"), payload=payload,
+        ingest_ns=_int(d, "ingest_ns"), payload=payload, gap=gap,
     )
 
 

@@ -3,7 +3,8 @@
 Reads are cheap LMDB reads (on the loop, as the HTTP handlers do). Writes go through `StoreWriter`:
 one thread for the whole edge, so a child's records commit in the order they came, off the loop. A
 relayed part extends the child's own pending segment (the part list it holds for that sequence number
-plus this part), so the pending state a child holds is the parent's, part by part.
+plus this part), so the pending state a child holds is the parent's, part by part; a gap part is
+stored empty with its index in the pending state's gaps, as on the ingest edge.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def segment_record(meta: SegmentMeta, payload: bytes, from_parts: bool = False) 
         disc_seq=meta.disc_seq, start_pts=meta.start_pts, program_date_time=meta.program_date_time,
         ingest_ns=meta.ingest_ns, payload=payload, fmt="cmaf" if cmaf else "ts", init=meta.init if cmaf else "",
         parts=meta.parts if cmaf else (), from_parts=meta.size if from_parts and cmaf and meta.parts else 0,
+        gaps=meta.gaps if cmaf else (),
     )
 
 
@@ -50,7 +52,7 @@ def part_record(rendition: str, segment: PendingMeta | SegmentMeta, index: int, 
         rendition=rendition, seq=segment.seq, index=index, duration=duration, independent=independent,
         start_pts=segment.start_pts, program_date_time=segment.program_date_time,
         discontinuity=segment.discontinuity, disc_seq=segment.disc_seq, init=segment.init,
-        ingest_ns=segment.origin_ns or ingest_ns, payload=payload,
+        ingest_ns=segment.origin_ns or ingest_ns, payload=payload, gap=index in segment.gaps,
     )
 
 
@@ -60,7 +62,7 @@ def segment_meta(channel: str, rec: SegmentRecord, written_ns: int) -> SegmentMe
         channel=channel, rendition=rec.rendition, seq=rec.seq, duration=rec.duration,
         discontinuity=rec.discontinuity, disc_seq=rec.disc_seq, start_pts=rec.start_pts,
         program_date_time=rec.program_date_time, size=rec.size, written_ns=written_ns,
-        origin_ns=rec.ingest_ns, fmt=rec.fmt, init=rec.init, parts=rec.parts,
+        origin_ns=rec.ingest_ns, fmt=rec.fmt, init=rec.init, parts=rec.parts, gaps=rec.gaps,
     )
 
 
@@ -83,10 +85,11 @@ def apply_part(store: SegmentStore, channel: str, rec: PartRecord) -> bool:
     if rec.seq < state.next_seq or (held is not None and held.seq > rec.seq):
         return False  # complete here, or superseded by a later segment
     before: tuple[tuple[float, bool], ...] = ()
+    gaps: tuple[int, ...] = ()
     if held is not None and held.seq == rec.seq:
         if rec.index < len(held.parts):
             return False  # held already
-        before = held.parts
+        before, gaps = held.parts, held.gaps
     if rec.index != len(before):
         raise RecordError(f"rendition {rec.rendition}: part {rec.seq}.{rec.index} but {len(before)} parts of "
                           f"segment {rec.seq} are held here")
@@ -94,6 +97,7 @@ def apply_part(store: SegmentStore, channel: str, rec: PartRecord) -> bool:
         seq=rec.seq, start_pts=rec.start_pts, program_date_time=rec.program_date_time,
         discontinuity=rec.discontinuity, disc_seq=rec.disc_seq, init=rec.init,
         parts=(*before, (rec.duration, rec.independent)), origin_ns=rec.ingest_ns,
+        gaps=(*gaps, rec.index) if rec.gap else gaps,
     )
     return store.apply_part(channel, rec.rendition, pending, rec.payload)
 

@@ -22,7 +22,10 @@ LL-HLS: a part, its metadata (the pending segment's part list) and the segment's
 one transaction (`put_part`), so a part is listed only once all its bytes can be sent; the finished
 segment (`put_segment`) clears the pending state and carries its part list in its metadata. Parts
 are kept for the segments of the playlist window (`part_keep`) and go with their segment when it is
-evicted. Init segments are content-addressed (`cmaf_init_id`): the same id always names the same bytes.
+evicted. A part that is an ingest gap (EXT-X-PART GAP=YES: the publisher's media times jump over a
+hole) has no bytes: it is stored with an empty payload, so part indices stay dense, and its index is
+listed in `gaps` of the pending state and of the segment's metadata (a segment's payload is its other
+parts joined). Init segments are content-addressed (`cmaf_init_id`): the same id always names the same bytes.
 
 Writers are pipeline worker processes (one transaction per segment or part) and, on an edge that relays a
 channel from another, the relay's one writer thread (`apply_segment`, `apply_channel`: the records
@@ -70,6 +73,7 @@ class SegmentMeta:
     fmt: str = "ts"  # container: "ts" | "cmaf"
     init: str = ""  # CMAF: the init segment's id (cmaf_init_id)
     parts: tuple[tuple[float, bool], ...] = ()  # CMAF: (duration s, independent) of each part, in order
+    gaps: tuple[int, ...] = ()  # CMAF: indices of the parts that are ingest gaps (GAP=YES; no bytes)
 
     @property
     def ingest_ns(self) -> int:
@@ -84,6 +88,8 @@ class SegmentMeta:
         d = json.loads(bytes(raw))
         if "parts" in d:
             d["parts"] = tuple((float(p[0]), bool(p[1])) for p in d["parts"])
+        if "gaps" in d:
+            d["gaps"] = tuple(int(i) for i in d["gaps"])
         return cls(**d)
 
 
@@ -100,18 +106,20 @@ class PendingMeta:
     init: str
     parts: tuple[tuple[float, bool], ...] = ()  # (duration s, independent) of the committed parts
     origin_ns: int = 0  # relayed copy: the ingest edge's commit time (epoch ns) of the last part
+    gaps: tuple[int, ...] = ()  # indices of the committed parts that are ingest gaps (stored empty)
 
     def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "start_pts": self.start_pts, "pdt": self.program_date_time,
                 "disc": self.discontinuity, "disc_seq": self.disc_seq, "init": self.init,
-                "parts": [[round(d, 6), i] for d, i in self.parts], "origin_ns": self.origin_ns}
+                "parts": [[round(d, 6), i] for d, i in self.parts], "origin_ns": self.origin_ns,
+                **({"gaps": list(self.gaps)} if self.gaps else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PendingMeta:
         return cls(seq=int(d["seq"]), start_pts=float(d["start_pts"]), program_date_time=float(d["pdt"]),
                    discontinuity=bool(d["disc"]), disc_seq=int(d["disc_seq"]), init=str(d["init"]),
                    parts=tuple((float(p[0]), bool(p[1])) for p in d.get("parts", ())),
-                   origin_ns=int(d.get("origin_ns", 0)))
+                   origin_ns=int(d.get("origin_ns", 0)), gaps=tuple(int(i) for i in d.get("gaps", ())))
 
 
 def cmaf_init_id(payload: bytes) -> str:

@@ -10,7 +10,8 @@ Two formats (spec.fmt, from hls.format). MPEG-TS: before a segment is stored, it
 counters are rewritten to run on from the rendition's previous segment (ts_continuity.py); the
 counters are stored with the segment, so a restarted worker continues them. CMAF: each part is
 committed as it completes (`put_part`: its bytes and the segment's progress in one transaction,
-its init segment first when the store does not have it yet), then reported
+its init segment first when the store does not have it yet; a gap part, with no bytes, is stored
+empty and listed in the progress's `gaps`), then reported
 (`{"event": "part", ...}`, which wakes blocked playlist requests in the main process); the finished
 segment is stored with its part list, and parts older than the playlist window plus two segments
 are deleted. A worker that finds a segment in progress in the store (its predecessor was killed
@@ -157,7 +158,8 @@ class Pipeline:
         self._entries: dict[str, dict[str, Any]] = {}  # rendition → its entry in the channel record
         self._continuity: dict[str, ContinuityStamper] = {}  # rendition → its TS continuity counters
         self._inits: dict[str, set[str]] = {}  # rendition → init segment ids stored by this worker
-        self._parts: dict[str, tuple[int, tuple[tuple[float, bool], ...]]] = {}  # rendition → (seq, parts so far)
+        # rendition → (seq, parts so far, indices of the gap parts among them)
+        self._parts: dict[str, tuple[int, tuple[tuple[float, bool], ...], tuple[int, ...]]] = {}
         self._last_part: dict[str, SegmentPart] = {}  # rendition → its segment's final part, committed with it
         self.part_keep = (spec.window or 6) + 2  # segments back whose parts stay in the store
         # Fixed for the life of the playlist: from max_segment_seconds, never below what it advertised.
@@ -239,16 +241,18 @@ class Pipeline:
 
     def _commit_part(self, part: SegmentPart) -> None:
         """One CMAF part: its init segment if new, then the part and the segment's progress."""
-        seq, done = self._parts.get(part.rendition, (-1, ()))
+        seq, done, gaps = self._parts.get(part.rendition, (-1, (), ()))
         if seq != part.seq:
-            done = ()
+            done, gaps = (), ()
         if part.index != len(done):  # never expected: the store indexes parts by their count
             self.quiet.warning("part_order", "rendition=%s segment %d: part %d after %d parts; not committed",
                                part.rendition, part.seq, part.index, len(done))
             return
         self._ensure_init(part.rendition, part.init_id, part.init)
         done = (*done, (part.duration, part.independent))
-        self._parts[part.rendition] = (part.seq, done)
+        if part.gap:
+            gaps = (*gaps, part.index)
+        self._parts[part.rendition] = (part.seq, done, gaps)
         if part.last:
             # The segment's final part commits with the segment (`_commit`, which comes next): a reader
             # never sees every part of a segment while the segment is still in progress, so the preload
@@ -256,7 +260,8 @@ class Pipeline:
             self._last_part[part.rendition] = part
             return
         pending = PendingMeta(seq=part.seq, start_pts=part.start_pts, program_date_time=part.program_date_time,
-                              discontinuity=part.discontinuity, disc_seq=part.disc_seq, init=part.init_id, parts=done)
+                              discontinuity=part.discontinuity, disc_seq=part.disc_seq, init=part.init_id, parts=done,
+                              gaps=gaps)
         self.store.put_part(self.spec.channel, part.rendition, pending, part.data)
         self._report_part(part)
 
@@ -264,7 +269,7 @@ class Pipeline:
         self.report({
             "event": "part", "rendition": part.rendition, "seq": part.seq, "part": part.index,
             "bytes": len(part.data), "independent": part.independent, "duration": round(part.duration, 4),
-            "disc_seq": part.disc_seq,
+            "disc_seq": part.disc_seq, "gap": part.gap,
             "latency": round(time.monotonic() - part.first_arrival, 4) if part.first_arrival else None,
         })
 
@@ -273,7 +278,7 @@ class Pipeline:
             channel=self.spec.channel, rendition=seg.rendition, seq=seg.seq, duration=seg.duration,
             discontinuity=seg.discontinuity, disc_seq=seg.disc_seq, start_pts=seg.start_pts,
             program_date_time=seg.program_date_time, size=len(seg.payload), written_ns=time.time_ns(),
-            first_arrival=seg.first_arrival, fmt=seg.fmt, init=seg.init_id, parts=seg.parts,
+            first_arrival=seg.first_arrival, fmt=seg.fmt, init=seg.init_id, parts=seg.parts, gaps=seg.gaps,
         )
         over = self._check_duration(seg)
         if seg.forced and seg.rendition == SOURCE and self._independent:

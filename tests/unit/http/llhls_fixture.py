@@ -46,15 +46,17 @@ class Writer:
         self.store.update_channel(CHANNEL, **fields)
         self.bus.channel_changed(CHANNEL)
 
-    def part(self, rendition: str, seq: int, independent: bool | None = None) -> bytes:
-        """Commit the next part of segment `seq`; returns its bytes."""
+    def part(self, rendition: str, seq: int, independent: bool | None = None, gap: bool = False) -> bytes:
+        """Commit the next part of segment `seq`; returns its bytes (`gap`: an ingest gap, stored empty)."""
         old = self._pending.get(rendition)
         parts = old.parts if old is not None and old.seq == seq else ()
         index = len(parts)
+        held = old.gaps if old is not None and old.seq == seq else ()
         pending = PendingMeta(seq=seq, start_pts=float(seq), program_date_time=self.t0 + seq, discontinuity=False,
                               disc_seq=0, init=self.inits[rendition],
-                              parts=(*parts, (PART, index == 0 if independent is None else independent)))
-        payload = fragment(rendition, seq, index)
+                              parts=(*parts, (PART, index == 0 if independent is None else independent)),
+                              gaps=(*held, index) if gap else held)
+        payload = b"" if gap else fragment(rendition, seq, index)
         self.store.put_part(CHANNEL, rendition, pending, payload)
         self._pending[rendition] = pending
         self.bus.part(CHANNEL, rendition, seq, index)
@@ -69,7 +71,7 @@ class Writer:
         meta = SegmentMeta(channel=CHANNEL, rendition=rendition, seq=seq, duration=PART * len(pending.parts),
                            discontinuity=False, disc_seq=0, start_pts=float(seq), program_date_time=self.t0 + seq,
                            size=len(payload), written_ns=time.time_ns(), fmt="cmaf", init=self.inits[rendition],
-                           parts=pending.parts)
+                           parts=pending.parts, gaps=pending.gaps)
         self.store.put_segment(meta, payload, keep=self.window + 4, part_keep=self.window + 2)
         self.bus.segment(CHANNEL, rendition, seq)
         return meta

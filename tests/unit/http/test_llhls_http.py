@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -387,3 +388,40 @@ async def test_playlist_and_part_metrics_kinds(env: Env) -> None:
     await get(env, f"{SRC}/1.m4s")
     for k, v in kinds.items():
         assert sample("edged_http_requests_total", kind=k, result="local") == v + 1, k
+
+
+async def test_a_gap_part_is_listed_gap_yes_and_its_get_is_404_at_once(env: Env) -> None:
+    """An ingest gap: the part is listed with GAP=YES (the m3u8 library reads it), the hint names the part
+    after it, its GET is 404 saying why, without blocking (also for a hinted GET that it turns out to be),
+    and parts cut from a relayed whole segment skip it (a gap has no moof+mdat)."""
+    env.w.start()
+    env.w.segments(2)
+    env.w.part("source", 2)
+    env.w.part("source", 2, gap=True)
+    _, _, text = await playlist(env)
+    assert re.search(r"^#EXT-X-PART:DURATION=0\.25\d*,URI=\"2\.1\.m4s\",GAP=YES$", text, re.M), text
+    m = m3u8.loads(text)
+    listed = [(p.uri, p.gap) for s in m.segments for p in s.parts] + [(p.uri, p.gap) for p in m.segments[-1].parts]
+    assert ("2.1.m4s", "YES") in listed and ("2.0.m4s", None) in listed
+    assert m.preload_hint.uri == "2.2.m4s"
+    status, _, body = await get(env, f"{SRC}/2.1.m4s")
+    assert (status, body) == (404, b"part 2.1 is a gap\n")
+    assert env.front.hls.blocking.blocked(CHANNEL, "source") == 0
+    task = asyncio.create_task(get(env, f"{SRC}/2.2.m4s"))  # the hinted part: it waits, then is a gap
+    await until_blocked(env, 1)
+    env.w.part("source", 2, gap=True)
+    assert (await asyncio.wait_for(task, 5))[:3:2] == (404, b"part 2.2 is a gap\n")
+    meta = env.w.segment("source", 2)
+    assert meta.gaps == (1, 2) and len(meta.parts) == 4
+    whole = env.store.read(CHANNEL, "source", 2)
+    assert whole == fragment("source", 2, 0) + fragment("source", 2, 3)
+    _, _, text = await playlist(env)
+    seg2 = next(s for s in m3u8.loads(text).segments if s.uri == "2.m4s")
+    assert [p.gap for p in seg2.parts] == [None, "YES", "YES", None]
+    # a relayed copy of the segment without its parts: the parts are cut from it, gaps skipped
+    relayed = SegmentMeta(**{**{f: getattr(meta, f) for f in meta.__dataclass_fields__}, "seq": 3})
+    assert env.store.apply_segment(relayed, whole, keep=20)[0]
+    assert env.store.read_part(CHANNEL, "source", 3, 3) is None
+    assert (await get(env, f"{SRC}/3.3.m4s"))[:3:2] == (200, fragment("source", 2, 3))
+    assert (await get(env, f"{SRC}/3.0.m4s"))[:3:2] == (200, fragment("source", 2, 0))
+    assert (await get(env, f"{SRC}/3.2.m4s"))[:3:2] == (404, b"part 3.2 is a gap\n")

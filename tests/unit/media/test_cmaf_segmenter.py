@@ -398,3 +398,117 @@ def test_ts_pipeline_records_its_format(sample_flv: Path, tmp_path: Path) -> Non
     metas = store.recent("c", "source", 20)
     assert metas and {m.fmt for m in metas} == {"ts"} and all(m.parts == () for m in metas)
     assert store.pending("c", "source") is None
+
+
+# -- ingest gaps (GAP=YES parts) ---------------------------------------------------------------
+
+def shifted(packets: Sequence[MediaPacket], after_ms: int, by_ms: int) -> list[MediaPacket]:
+    """An encoder stall: every packet (video and audio) from `after_ms` on comes `by_ms` later."""
+    out = [dataclasses.replace(p, pts=p.pts + by_ms, dts=p.dts + by_ms) if p.dts >= after_ms else p
+           for p in packets]
+    return sorted(out, key=lambda p: p.dts_seconds)
+
+
+def check_gaps(segs: Sequence[Segment], parts: Sequence[SegmentPart], target: float, tmp_path: Path) -> None:
+    """Part durations within the target and adding up; gap parts empty and listed in Segment.gaps; the
+    other parts make the payload, which decodes with PyAV, ffmpeg and ffprobe without a word."""
+    for s in segs:
+        assert sum(d for d, _ in s.parts) == pytest.approx(s.duration, abs=1e-9)
+        assert all(d <= target + 1e-9 for d, _ in s.parts), s.parts
+        mine = [p for p in parts if p.seq == s.seq]
+        assert [p.index for p in mine] == list(range(len(s.parts)))
+        assert tuple(p.index for p in mine if p.gap) == s.gaps
+        assert all(p.data == b"" and not p.independent for p in mine if p.gap)
+        assert all(p.data for p in mine if not p.gap)
+        assert b"".join(p.data for p in mine) == s.payload
+        assert [p.last for p in mine] == [False] * (len(mine) - 1) + [True]
+    init = segs[0].init
+    path = tmp_path / "gap.mp4"
+    path.write_bytes(init + b"".join(s.payload for s in segs))
+    r = subprocess.run([need("ffmpeg"), "-v", "error", "-i", str(path), "-f", "null", "-"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+    r = subprocess.run([need("ffprobe"), "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames",
+                        "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_a_hole_inside_a_segment_becomes_gap_parts(sample_flv: Path, tmp_path: Path) -> None:
+    """Media from 0.7 s on comes 1.2 s late: part 1 ends with its last frame (0.2 s), three GAP parts of
+    0.4 s cover the hole, the segment (cut at the keyframe now at 2.2 s) still spans it."""
+    pkts = shifted(_packets(sample_flv), 700, 1200)
+    segs, parts = cut(pkts)
+    check_gaps(segs, parts, 0.5, tmp_path)
+    first = segs[0]
+    assert first.duration == pytest.approx(2.2)
+    assert [round(d, 6) for d, _ in first.parts] == [0.5, 0.2, 0.4, 0.4, 0.4, 0.3]
+    assert first.gaps == (2, 3, 4) and [i for _, i in first.parts] == [True, False, False, False, False, False]
+    assert all(not s.gaps for s in segs[1:])
+    # part 1's last frame lasts one frame interval, not the hole: its samples end where the hole begins
+    video = [p.dts for p in pkts if p.kind == "video"]
+    before = max(t for t in video if t < 700)
+    (tfdt, trun), = video_runs(parts[1].data)
+    assert tfdt + sum(s.sample_duration for s in trun.sample_info) == (before + 33) * 90
+    (tfdt, _), = video_runs(parts[5].data)
+    assert tfdt == min(t for t in video if t >= 700) * 90 > (before + 1200) * 90  # the packet after the hole
+    assert decode(first.init, [s.payload for s in segs]) == kept(pkts)
+
+
+def test_a_hole_right_before_a_cut_ends_the_segment_with_gap_parts(sample_flv: Path, tmp_path: Path) -> None:
+    """The keyframe at 2.0 s comes 1 s late: segment 0 gets its four parts and two GAP parts of 0.5 s."""
+    pkts = shifted(_packets(sample_flv), 2000, 1000)
+    segs, parts = cut(pkts)
+    check_gaps(segs, parts, 0.5, tmp_path)
+    first = segs[0]
+    assert first.duration == pytest.approx(3.0)
+    assert [round(d, 6) for d, _ in first.parts] == [0.5] * 6 and first.gaps == (4, 5)
+    assert parts[5].gap and parts[5].last
+    assert segs[1].start_pts == pytest.approx(first.start_pts + 3.0) and not segs[1].gaps
+    assert decode(first.init, [s.payload for s in segs]) == kept(pkts)
+
+
+def test_an_audio_only_hole_becomes_gap_parts(sample_flv: Path, tmp_path: Path) -> None:
+    pkts = shifted([p for p in _packets(sample_flv) if p.kind == "audio"], 700, 1000)
+    segs, parts = cut(pkts, expect_video=False, part_seconds=0.5)
+    check_gaps(segs, parts, 0.5, tmp_path)
+    assert segs[0].gaps and sum(segs[0].parts[i][0] for i in segs[0].gaps) == pytest.approx(1.0, abs=0.03)
+    assert decode(segs[0].init, [s.payload for s in segs]) == {"audio": len(pkts)}
+
+
+def test_a_dropped_frame_or_two_is_bridged(sample_flv: Path) -> None:
+    """Two frames missing (a hole of two frame intervals) is no gap: the frame before lasts longer."""
+    pkts = _packets(sample_flv)
+    video = [p for p in pkts if p.kind == "video"]
+    dropped = {id(video[20]), id(video[21])}
+    segs, parts = cut([p for p in pkts if id(p) not in dropped])
+    assert not any(s.gaps for s in segs) and not any(p.gap for p in parts)
+    assert sum(d for d, _ in segs[0].parts) == pytest.approx(segs[0].duration, abs=1e-9)
+
+
+def test_pipeline_commits_gap_parts(sample_flv: Path, tmp_path: Path) -> None:
+    """The worker stores a gap part empty, lists it in the pending state and the segment's metadata, and
+    reports it."""
+    store = SegmentStore(tmp_path / "store", 64 << 20)
+    reports: list[dict[str, Any]] = []
+    pendings: list[tuple[int, ...]] = []
+
+    def report(r: dict[str, Any]) -> None:
+        reports.append(r)
+        pending = store.pending("c", "source")
+        if r["event"] == "part" and pending is not None:
+            pendings.append(pending.gaps)
+
+    p = Pipeline(_spec(tmp_path), store, report)
+    for pkt in shifted(_packets(sample_flv), 700, 1200):
+        p.push(pkt)
+    p.finish(deliberate=True)
+    # (the final part, 5, commits with its segment: the pending state then is segment 1's)
+    assert pendings[:6] == [(), (), (2,), (2, 3), (2, 3, 4), ()]
+    meta = store.meta("c", "source", 0)
+    assert meta is not None and meta.gaps == (2, 3, 4) and len(meta.parts) == 6
+    assert [store.read_part("c", "source", 0, i) == b"" for i in range(6)] == [False, False, True, True, True, False]
+    payload = store.read("c", "source", 0)
+    assert payload == b"".join(store.read_part("c", "source", 0, i) or b"" for i in range(6))
+    gap_reports = [(r["seq"], r["part"]) for r in reports if r["event"] == "part" and r["gap"]]
+    assert gap_reports == [(0, 2), (0, 3), (0, 4)]
+    assert all(r["bytes"] == 0 for r in reports if r["event"] == "part" and r["gap"])

@@ -41,7 +41,7 @@ class Pipeline:
         self.pending: PendingMeta | None = None
         self.chunks: list[bytes] = []
 
-    def part(self, seq: int, init: bytes = INIT_A, disc_seq: int = 0, notify: bool = True) -> bytes:
+    def part(self, seq: int, init: bytes = INIT_A, disc_seq: int = 0, notify: bool = True, gap: bool = False) -> bytes:
         init_id = cmaf_init_id(init)
         self.store.put_init("news", self.rendition, init_id, init)
         if self.pending is None or self.pending.seq != seq:
@@ -49,10 +49,11 @@ class Pipeline:
                                        init_id)
             self.chunks = []
         index = len(self.pending.parts)
-        data = f"moof+mdat {self.rendition} {seq}.{index} ".encode() * 20
+        data = b"" if gap else f"moof+mdat {self.rendition} {seq}.{index} ".encode() * 20
         self.pending = PendingMeta(self.pending.seq, self.pending.start_pts, self.pending.program_date_time,
                                    self.pending.discontinuity, self.pending.disc_seq, self.pending.init,
-                                   (*self.pending.parts, (0.5, index == 0)))
+                                   (*self.pending.parts, (0.5, index == 0 and not gap)),
+                                   gaps=(*self.pending.gaps, index) if gap else self.pending.gaps)
         self.store.put_part("news", self.rendition, self.pending, data)
         self.chunks.append(data)
         if notify:
@@ -65,7 +66,7 @@ class Pipeline:
         payload = b"".join(self.chunks)
         meta = SegmentMeta("news", self.rendition, p.seq, 0.5 * len(p.parts), p.discontinuity, p.disc_seq,
                            p.start_pts, p.program_date_time, len(payload), time.time_ns(), fmt="cmaf", init=p.init,
-                           parts=p.parts)
+                           parts=p.parts, gaps=p.gaps)
         self.store.put_segment(meta, payload, keep=100, part_keep=8)
         self.pending, self.chunks = None, []
         if notify:
@@ -247,3 +248,56 @@ async def test_a_child_applying_the_feed_holds_the_parents_parts_inits_segments_
         await it.aclose()  # type: ignore[attr-defined]
     finally:
         writer.close()
+
+
+async def test_gap_parts_relay_empty_and_the_child_lists_them(store: SegmentStore, child: SegmentStore) -> None:
+    """A gap part (no bytes) goes as a PART with `gap` and an empty payload, live and in the replay; the child
+    stores it empty with its index in the pending state's gaps, joins the segment from the other parts, and a
+    segment whose parts are gone here goes whole with its gaps listed."""
+    bus, child_bus = CommitBus(), CommitBus()
+    pipe = Pipeline(store, bus)
+    pipe.part(0)
+    pipe.part(0, gap=True)
+    pipe.part(0, gap=True)
+    pipe.part(0)
+    pipe.segment()
+    pipe.part(1)
+    pipe.part(1, gap=True)
+    writer = StoreWriter(child, 100)
+    try:
+        applier = Applier("news", writer, child_bus, positions(child, "news"))
+        it = _feed(store, bus).records()
+        recs = await _until_keepalive(it)
+        assert _shape(recs) == ["ChannelRecord", f"init {A}", *_whole(0), "part 1.0", "part 1.1"]
+        gaps = [r for r in recs if isinstance(r, PartRecord) and r.gap]
+        assert [(r.seq, r.index, r.payload) for r in gaps] == [(0, 1, b""), (0, 2, b""), (1, 1, b"")]
+        seg = next(r for r in recs if isinstance(r, SegmentRecord))
+        assert seg.gaps == (1, 2) and seg.from_parts == len(store.read("news", "source", 0) or b"")
+        for rec in recs:
+            await applier.apply(rec)
+        pending = child.pending("news", "source")
+        assert pending is not None and pending.gaps == (1,) and len(pending.parts) == 2
+        assert child.read_part("news", "source", 1, 1) == b""
+        pipe.part(1, gap=True)  # live
+        pipe.part(1)
+        pipe.segment()
+        for rec in await _take(it, 3):
+            assert not isinstance(rec, PartRecord) or rec.gap == (rec.index == 2)
+            await applier.apply(rec)
+        for seq in (0, 1):
+            mine, theirs = child.meta("news", "source", seq), store.meta("news", "source", seq)
+            assert mine is not None and theirs is not None and mine.gaps == theirs.gaps == ((1, 2), (1, 2))[seq]
+            assert child.read("news", "source", seq) == store.read("news", "source", seq)
+            assert [child.read_part("news", "source", seq, i) for i in range(PARTS)] == [
+                store.read_part("news", "source", seq, i) for i in range(PARTS)]
+            assert [child.read_part("news", "source", seq, i) == b"" for i in range(PARTS)] == [False, True, True, False]
+        await it.aclose()  # type: ignore[attr-defined]
+    finally:
+        writer.close()
+    for seq in range(2, 11):  # the parts of 0 and 1 are dropped (part_keep 8): they go whole, gaps listed
+        pipe.whole(seq)
+    assert store.read_part("news", "source", 0, 0) is None
+    old = await _until_keepalive(_feed(store, bus, {"source": Position("source", 0, 0)}).records())
+    whole = [r for r in old if isinstance(r, SegmentRecord) and r.seq in (0, 1)]
+    assert [(r.gaps, r.from_parts, r.payload == store.read("news", "source", r.seq)) for r in whole] == [
+        ((1, 2), 0, True), ((1, 2), 0, True)]

@@ -3,6 +3,7 @@ what a hostile peer could send, decode an older parent's headers, and are checke
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -74,7 +75,7 @@ def test_llhls_records_round_trip(rec: records.Record) -> None:
 @given(st.dictionaries(
     st.sampled_from(["rendition", "seq", "index", "duration", "independent", "discontinuity", "disc_seq",
                      "start_pts", "program_date_time", "ingest_ns", "size", "init", "fmt", "parts", "format",
-                     "part_target", "from_parts"]),
+                     "part_target", "from_parts", "gap", "gaps"]),
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), init_ids,
               st.lists(st.one_of(st.integers(), st.lists(st.one_of(st.floats(), st.booleans(), st.text(max_size=3)),
                                                          max_size=3)), max_size=3))))
@@ -140,6 +141,17 @@ def _header(rec: records.Record, **changes: object) -> tuple[int, bytes, bytes]:
     (_joined(3), {"parts": []}, "joined from its parts"),
     (_joined(3), {"fmt": "ts", "init": "", "parts": []}, "joined from its parts"),
     (_seg(3), {"from_parts": -1}, "from_parts"),
+    (_part(3, 1), {"gap": True}, "gap part with bytes"),  # a gap has no bytes
+    (_part(3, 1), {"gap": "yes"}, "gap"),
+    (dataclasses.replace(_part(3, 1), payload=b""), {}, "size: expected an integer between 1"),  # only a gap is empty
+    (_seg(3), {"gaps": [4]}, "gaps"),  # indices within the parts
+    (_seg(3), {"gaps": [-1]}, "gaps"),
+    (_seg(3), {"gaps": [2, 1]}, "gaps"),  # sorted
+    (_seg(3), {"gaps": [1, 1]}, "gaps"),  # unique
+    (_seg(3), {"gaps": [True]}, "gaps"),
+    (_seg(3), {"gaps": ["1"]}, "gaps"),
+    (_seg(3), {"gaps": {"1": 1}}, "gaps"),
+    (_seg(3), {"fmt": "ts", "init": "", "parts": [], "gaps": [0]}, "TS segment with"),
     (ChannelRecord(), {"format": "webm"}, "format"),
     (ChannelRecord(), {"part_target": 0.05}, "part_target"),
     (ChannelRecord(), {"part_target": 2.5}, "part_target"),
@@ -256,3 +268,27 @@ def test_parts_resume_from_what_the_child_holds() -> None:
     after_resync = OrderCheck({"source": Position("source", 10, 0)}, {"source": (10, 3)})
     _checked(after_resync, Resync("gone"), ChannelRecord(), InitRecord("source", INIT, b"ftypmoov"),
              _part(40, 0), _part(40, 1))
+
+
+def test_gap_parts_and_segments_with_gaps_round_trip() -> None:
+    """A gap part has no bytes and says so (`gap`); a segment lists its gap parts' indices. Neither field
+    is in the header when it is the default, so an older child reads the rest as it did."""
+    gap = PartRecord(**{**{k: getattr(_part(3, 1), k) for k in PartRecord.__slots__}, "payload": b"", "gap": True})
+    kind, header, payload = records.encode(gap)
+    assert json.loads(header)["gap"] is True and json.loads(header)["size"] == 0 and payload == b""
+    assert records.decode(kind, header, payload, max_bytes=CAP) == gap
+    assert "gap" not in json.loads(records.encode(_part(3, 1))[1])
+    seg = SegmentRecord(**{**{k: getattr(_seg(3), k) for k in SegmentRecord.__slots__}, "gaps": (1, 2)})
+    kind, header, payload = records.encode(seg)
+    assert json.loads(header)["gaps"] == [1, 2]
+    assert records.decode(kind, header, payload, max_bytes=CAP) == seg
+    joined = SegmentRecord(**{**{k: getattr(_joined(3), k) for k in SegmentRecord.__slots__}, "gaps": (3,)})
+    assert records.decode(*records.encode(joined), max_bytes=CAP) == joined
+    assert "gaps" not in json.loads(records.encode(_seg(3))[1])
+    old_part = json.loads(records.encode(_part(3, 1))[1])  # an older parent's PART: no gap field
+    rec = records.decode(int(records.Kind.PART), json.dumps(old_part).encode(), b"moofmdat", max_bytes=CAP)
+    assert isinstance(rec, PartRecord) and rec.gap is False
+    # a gap part is checked for order like any other part
+    check = OrderCheck()
+    _checked(check, ChannelRecord(renditions=(Rendition("source"),)), InitRecord("source", INIT, b"ftypmoov"),
+             _part(3, 0), gap, _part(3, 2))
