@@ -36,7 +36,8 @@ once, never blocked on.
 Cache headers: a playlist that answers `_HLS_msn` is `public, max-age=6 x TD` (the answer to a given
 directive never changes; the query string is part of a cache key), any other playlist `max-age=1`;
 playlists are gzipped when Accept-Encoding allows (`Vary: Accept-Encoding` always); `Age` on a
-playlist or part served from a relayed copy, as on relayed segments.
+playlist or part served from a relayed copy, as on relayed segments. Every playlist carries a strong
+`ETag` (a hash of its bytes; the gzip form has its own) and a matching `If-None-Match` is answered 304.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class HlsHandlers:
         # A source cut without a keyframe (hls.max_segment_seconds) this session: its segments are not all
         # independent any more
         return self._playlist(hls.render_master_playlist(variants, independent=info.get("independent", True)
-                                                         is not False))
+                                                         is not False), request)
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         channel = request.match_info["channel"]
@@ -248,11 +249,11 @@ class HlsHandlers:
                                    deliberate=bool(info.get("ended_deliberately", False)), now=time.time(),
                                    grace=float(grace) if isinstance(grace, int | float) else hcfg.reconnect_grace_seconds)
         text = hls.render_media_playlist(segments, target_duration=target, ended=ended)
-        return self._playlist(text)
+        return self._playlist(text, request)
 
-    def _playlist(self, text: str) -> web.Response:
-        return web.Response(body=text.encode(), content_type=hls.PLAYLIST_CONTENT_TYPE,
-                            headers={"Cache-Control": PLAYLIST_CACHE})
+    def _playlist(self, text: str, request: web.Request) -> web.Response:
+        body = text.encode()
+        return _conditional(request, body, lowlatency.etag_of(body), {"Cache-Control": PLAYLIST_CACHE})
 
     async def _ll_media(self, request: web.Request, channel: str, rendition: str,
                         info: dict[str, Any]) -> web.StreamResponse:
@@ -273,11 +274,11 @@ class HlsHandlers:
                    "Vary": "Accept-Encoding"}
         if rendered.origin_ns:
             headers["Age"] = _age(rendered.origin_ns)
-        body = rendered.body
+        body, etag = rendered.body, rendered.etag
         if lowlatency.accepts_gzip(request.headers.get("Accept-Encoding")):
-            body = rendered.gzipped()
+            body, etag = rendered.gzipped(), rendered.etag[:-1] + '-gz"'
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, content_type=hls.PLAYLIST_CONTENT_TYPE, headers=headers)
+        return _conditional(request, body, etag, headers)
 
     async def _block(self, channel: str, rendition: str, done: Callable[[lowlatency.View], bool], td: int,
                      kind: str) -> lowlatency.View | None:
@@ -405,3 +406,13 @@ def _send(request: web.Request, payload: bytes, content_type: str, headers: dict
     first, last = span
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     return web.Response(status=206, body=payload[first : last + 1], content_type=content_type, headers=headers)
+
+
+def _conditional(request: web.Request | None, body: bytes, etag: str, headers: dict[str, str]) -> web.Response:
+    """A playlist answer with its ETag: 304 (no body; the same validator and caching headers) when the
+    request's If-None-Match has it."""
+    headers["ETag"] = etag
+    if request is not None and lowlatency.not_modified(request.headers.get("If-None-Match"), etag):
+        headers.pop("Content-Encoding", None)
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type=hls.PLAYLIST_CONTENT_TYPE, headers=headers)

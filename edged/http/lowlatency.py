@@ -30,6 +30,7 @@ of time, not of a commit).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import math
 import time
@@ -272,10 +273,31 @@ def accepts_gzip(header: str | None) -> bool:
     return named.get("*", 0.0) > 0
 
 
+def etag_of(body: bytes, *, gzipped: bool = False) -> str:
+    """A strong ETag for a playlist body: its hash, and a distinct one for its gzip form (RFC 9110 8.8.3)."""
+    tag = hashlib.blake2b(body, digest_size=12).hexdigest()
+    return f'"{tag}-gz"' if gzipped else f'"{tag}"'
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header matches `etag` (weak comparison, RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    for item in if_none_match.split(","):
+        candidate = item.strip()
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
 class Rendered:
     """A playlist's bytes, their gzip (made on first use) and the relayed origin time of its newest item."""
 
-    __slots__ = ("position", "body", "_gz", "origin_ns", "made")
+    __slots__ = ("position", "body", "_gz", "origin_ns", "made", "_etag")
 
     def __init__(self, position: tuple[int, int, int, bool], body: bytes, origin_ns: int, made: float) -> None:
         self.position = position
@@ -283,6 +305,14 @@ class Rendered:
         self._gz: bytes | None = None
         self.origin_ns = origin_ns
         self.made = made
+        self._etag: str | None = None
+
+    @property
+    def etag(self) -> str:
+        """The strong validator of the identity body (the gzip form's is `etag_of(body, gzip=True)`)."""
+        if self._etag is None:
+            self._etag = etag_of(self.body)
+        return self._etag
 
     def gzipped(self) -> bytes:
         if self._gz is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import m3u8
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 from prometheus_client import REGISTRY
 
 from edged.config import Config, HlsConfig
@@ -53,12 +54,12 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     store.close()
 
 
-async def get(env: Env, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+async def get(env: Env, path: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
     async with env.client.get(path, headers=headers) as resp:
-        return resp.status, dict(resp.headers), await resp.read()
+        return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
-async def playlist(env: Env, query: str = "", **headers: str) -> tuple[int, dict[str, str], str]:
+async def playlist(env: Env, query: str = "", **headers: str) -> tuple[int, CIMultiDict[str], str]:
     headers.setdefault("Accept-Encoding", "identity")  # aiohttp's client asks for gzip by default
     status, h, body = await get(env, f"{SRC}/index.m3u8{query}", **headers)
     return status, h, body.decode()
@@ -425,3 +426,26 @@ async def test_a_gap_part_is_listed_gap_yes_and_its_get_is_404_at_once(env: Env)
     assert (await get(env, f"{SRC}/3.3.m4s"))[:3:2] == (200, fragment("source", 2, 3))
     assert (await get(env, f"{SRC}/3.0.m4s"))[:3:2] == (200, fragment("source", 2, 0))
     assert (await get(env, f"{SRC}/3.2.m4s"))[:3:2] == (404, b"part 3.2 is a gap\n")
+
+
+async def test_playlists_carry_an_etag_and_answer_304_while_unchanged(env: Env) -> None:
+    env.w.start()
+    env.w.segments(2)
+    env.w.part("source", 2)
+    status, h, text = await playlist(env)
+    assert status == 200 and h["ETag"].startswith('"')
+    etag = h["ETag"]
+    status, h304, body = await get(env, f"{SRC}/index.m3u8", **{"Accept-Encoding": "identity",
+                                                                "If-None-Match": f'W/"x", {etag}'})
+    assert status == 304 and body == b"" and h304["ETag"] == etag and h304["Cache-Control"] == h["Cache-Control"]
+    # the gzip form is another representation: another validator
+    _, hgz, _ = await get(env, f"{SRC}/index.m3u8", **{"Accept-Encoding": "gzip"})
+    assert hgz["Content-Encoding"] == "gzip" and hgz["ETag"] not in (etag, "")
+    assert (await get(env, f"{SRC}/index.m3u8", **{"Accept-Encoding": "gzip", "If-None-Match": hgz["ETag"]}))[0] == 304
+    assert (await get(env, f"{SRC}/index.m3u8", **{"Accept-Encoding": "identity", "If-None-Match": hgz["ETag"]}))[0] == 200
+    env.w.part("source", 2)  # a commit changes the playlist: the old validator no longer matches
+    status, h2, _ = await get(env, f"{SRC}/index.m3u8", **{"Accept-Encoding": "identity", "If-None-Match": etag})
+    assert status == 200 and h2["ETag"] != etag
+    # the master playlist too
+    _, hm, _ = await get(env, f"/live/{CHANNEL}/master.m3u8")
+    assert (await get(env, f"/live/{CHANNEL}/master.m3u8", **{"If-None-Match": hm["ETag"]}))[0] == 304
