@@ -26,6 +26,8 @@ malformed or too-far-ahead `_HLS_msn`/`_HLS_part` is 400 with the reason; a requ
 there yet blocks on the rendition's waiter set (edged.http.blocking: woken by the commit bus, at most
 hls.max_blocking_requests per rendition, else 503) for up to 3 x target duration (then 503 with
 Retry-After); one older than the window answers at once; `_HLS_skip=YES|v2` answers a delta update. A
+stream end wakes every waiter of the channel, and so does the end of a lost publisher's reconnect grace
+(a timer: no commit says so). A
 GET of a part not committed yet waits the same way when it is the hinted part or one of the two after
 it (else 404), then sends it. A relaying edge answers all of it from its own store (its relay applier
 tells the same bus), so blocking never crosses the fleet; a part whose segment came whole (a relay
@@ -42,6 +44,7 @@ playlist or part served from a relayed copy, as on relayed segments. Every playl
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -156,12 +159,41 @@ class HlsHandlers:
         cap = int(getattr(cfg.hls, "max_blocking_requests", 4096))
         self.blocking: Blocking[lowlatency.View] = Blocking(self._read_view, cap)
         self.memo = lowlatency.PlaylistMemo()
+        self._grace_timers: dict[str, asyncio.TimerHandle] = {}  # channel → its reconnect grace's end
         if bus is not None:
             bus.add_rendition_listener(self._committed)
 
     def _committed(self, channel: str, rendition: str) -> None:
         self.memo.invalidate(channel, rendition)  # first: a woken request renders what woke it
         self.blocking.committed(channel, rendition)
+        if rendition == "":
+            self._watch_grace(channel)
+
+    def _watch_grace(self, channel: str, blocking: bool = False) -> None:
+        """A lost publisher's playlist ends when its reconnect grace runs out, with no commit to say so:
+        wake the channel's blocked requests then (they are answered with the ended playlist)."""
+        old = self._grace_timers.pop(channel, None)
+        if old is not None:
+            old.cancel()
+        info = self.store.channel(channel)
+        if not info or info.get("live") or info.get("ended_deliberately"):
+            return
+        if not blocking and not self.blocking.blocked(channel):
+            return
+        ended_at, grace = info.get("ended"), info.get("reconnect_grace")
+        if not isinstance(ended_at, int | float):
+            return
+        if not isinstance(grace, int | float) or isinstance(grace, bool):
+            grace = self.cfg.hls.reconnect_grace_seconds
+        left = float(ended_at) + float(grace) - time.time()
+        if left > 0:
+            self._grace_timers[channel] = asyncio.get_running_loop().call_later(
+                left + 0.01, self._grace_over, channel)
+
+    def _grace_over(self, channel: str) -> None:
+        self._grace_timers.pop(channel, None)
+        self.memo.invalidate(channel)
+        self.blocking.committed(channel, "")
 
     def _read_view(self, channel: str, rendition: str) -> lowlatency.View | None:
         info = self.store.channel(channel)
@@ -283,6 +315,8 @@ class HlsHandlers:
     async def _block(self, channel: str, rendition: str, done: Callable[[lowlatency.View], bool], td: int,
                      kind: str) -> lowlatency.View | None:
         """Wait on the rendition's waiter set; 503 when it is full or the wait times out."""
+        if channel not in self._grace_timers:
+            self._watch_grace(channel, blocking=True)  # a lost publisher: wake it when the grace ends
         try:
             return await self.blocking.wait(channel, rendition, done, llhls.block_timeout(td), kind)
         except Overloaded:

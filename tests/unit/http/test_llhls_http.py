@@ -217,6 +217,27 @@ async def test_a_stream_end_answers_every_waiter(env: Env) -> None:
         assert status == 200 and m3u8.loads(text).is_endlist and "PRELOAD-HINT" not in text
 
 
+async def test_a_lost_publishers_waiters_are_answered_when_its_grace_ends(env: Env) -> None:
+    """No commit says that a reconnect grace ran out: held requests (before and after the loss) are
+    answered with the ended playlist then, not with the 3 x TD 503."""
+    env.w.target = 10  # held up to 30 s
+    env.w.start(reconnect_grace=0.6)
+    env.w.segments(2)
+    early = asyncio.create_task(playlist(env, "?_HLS_msn=2&_HLS_part=0"))
+    await until_blocked(env, 1)
+    env.store.update_channel(CHANNEL, live=False, ended=time.time(), ended_deliberately=False)
+    env.bus.channel_changed(CHANNEL)
+    await asyncio.sleep(0.05)
+    assert not early.done()  # within the grace the publisher may come back
+    late = asyncio.create_task(playlist(env, "?_HLS_msn=2&_HLS_part=1"))
+    await until_blocked(env, 2)
+    started = time.monotonic()
+    for status, _, text in await asyncio.wait_for(asyncio.gather(early, late), 5):
+        assert status == 200 and m3u8.loads(text).is_endlist
+    log.info("answered %.0f ms after the block began (grace 600 ms from the loss)",
+             (time.monotonic() - started) * 1000)
+
+
 async def test_one_read_and_one_render_for_many_woken_waiters(env: Env) -> None:
     env.w.start()
     env.w.segments(2)
