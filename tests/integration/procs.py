@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -75,9 +74,14 @@ class EdgeProcess:
             args += ["--channel", f"{name}:{key}"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        nofile = self.nofile
-        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
+        if self.nofile is not None:
+            # the limit is set by a small exec wrapper, not a preexec_fn: that would run in a fork of the test
+            # process, where grpc's fork handlers (grpc is loaded by other tests) can abort before the exec
+            n = int(self.nofile)
+            wrap = (f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({n}, {n})); "
+                    "os.execv(sys.argv[1], sys.argv[1:])")
+            args = [sys.executable, "-c", wrap, *args]
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         wait_for(lambda: self.alive() and http_get(self.http + "/healthz", 1)[0] == 200, 30, "edged /healthz")
         return self

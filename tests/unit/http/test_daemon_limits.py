@@ -22,10 +22,13 @@ def test_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 64:
         pytest.fail(f"hard RLIMIT_NOFILE {hard} leaves nothing to raise")
-    code = ("import logging, resource; logging.basicConfig(level=logging.INFO); from edged.app import "
+    # The child lowers its own soft limit first: a preexec_fn would run in a fork of this process, where
+    # grpc's fork handlers (grpc is loaded by earlier tests) can abort before the exec.
+    code = ("import logging, resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, "
+            f"{hard if hard != resource.RLIM_INFINITY else 'resource.RLIM_INFINITY'})); "
+            "logging.basicConfig(level=logging.INFO); from edged.app import "
             "raise_nofile_limit; n = raise_nofile_limit(); print(n, resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert res.returncode == 0, res.stderr
     returned, soft = (int(v) for v in res.stdout.split())
     expected = 1 << 20 if hard == resource.RLIM_INFINITY else hard
