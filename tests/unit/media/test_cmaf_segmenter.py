@@ -13,7 +13,6 @@ from typing import Any
 
 import av
 import pytest
-from pymp4.parser import Box  # type: ignore[import-untyped]
 
 from edged.config import Rung
 from edged.media.packet import MediaPacket
@@ -26,6 +25,8 @@ from edged.store.segments import SegmentStore, cmaf_init_id
 from tests.conftest import need
 from tests.unit.media.test_segmenter import _packets
 from tests.unit.media.test_transcoder import caught_up
+from tests.unit.protocols.test_cmaf import _boxes as boxes
+from tests.unit.protocols.test_cmaf import _child as child
 
 
 def cut(packets: Iterable[MediaPacket], *, part_seconds: float = 0.5, segment_seconds: float = 2.0,
@@ -38,18 +39,6 @@ def cut(packets: Iterable[MediaPacket], *, part_seconds: float = 0.5, segment_se
     out = [s for p in packets for s in seg.push(p)]
     out += seg.flush()
     return out, parts
-
-
-def boxes(blob: bytes) -> list[Any]:
-    stream = io.BytesIO(blob)
-    out = []
-    while stream.tell() < len(blob):
-        out.append(Box.parse_stream(stream))
-    return out
-
-
-def child(b: Any, kind: bytes) -> Any:
-    return next(c for c in b.children if c.type == kind)
 
 
 def video_runs(part: bytes) -> list[Any]:
