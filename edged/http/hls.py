@@ -159,6 +159,7 @@ class HlsHandlers:
         cap = int(getattr(cfg.hls, "max_blocking_requests", 4096))
         self.blocking: Blocking[lowlatency.View] = Blocking(self._read_view, cap)
         self.memo = lowlatency.PlaylistMemo()
+        self._bus = bus is not None  # commits reach the memo: a plain reload may skip the store read
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}  # channel → its reconnect grace's end
         if bus is not None:
             bus.add_rendition_listener(self._committed)
@@ -252,11 +253,17 @@ class HlsHandlers:
         channel = request.match_info["channel"]
         rendition = request.match_info["rendition"]
         await self._through_gate(request, channel)
+        if self._bus and not request.query_string:
+            # a plain reload with nothing committed since the last render: the rendered bytes, no store read
+            hit = self.memo.current(channel, rendition, llhls.SkipMode.NONE)
+            if hit is not None:
+                return self._ll_response(request, hit, blocking=False)
+        version = self.memo.version(channel)
         info = self._channel(channel)
         if rendition not in _names(info):
             raise _not_found("rendition")
         if lowlatency.is_cmaf(info):
-            return await self._ll_media(request, channel, rendition, info)
+            return await self._ll_media(request, channel, rendition, info, version)
         hcfg = self.cfg.hls
         window = _int_field(info, "window", hcfg.window)
         metas = self.store.recent(channel, rendition, window)
@@ -288,7 +295,7 @@ class HlsHandlers:
         return _conditional(request, body, lowlatency.etag_of(body), {"Cache-Control": PLAYLIST_CACHE})
 
     async def _ll_media(self, request: web.Request, channel: str, rendition: str,
-                        info: dict[str, Any]) -> web.StreamResponse:
+                        info: dict[str, Any], version: int) -> web.StreamResponse:
         try:
             d = llhls.parse_directives(request.query)
             view = lowlatency.read_view(self.store, channel, rendition, info, self.cfg.hls)
@@ -301,8 +308,13 @@ class HlsHandlers:
             if woke is None:
                 raise _not_found("rendition")
             view = woke
-        rendered = self.memo.get(self.store, view, d.skip)
-        headers = {"Cache-Control": f"public, max-age={6 * td}" if d.blocking else PLAYLIST_CACHE,
+            version = -1  # read on a wake, after commits this request did not see the version of
+        rendered = self.memo.get(self.store, view, d.skip, version)
+        return self._ll_response(request, rendered, blocking=d.blocking)
+
+    def _ll_response(self, request: web.Request, rendered: lowlatency.Rendered, *, blocking: bool) -> web.Response:
+        td = rendered.target_duration
+        headers = {"Cache-Control": f"public, max-age={6 * td}" if blocking else PLAYLIST_CACHE,
                    "Vary": "Accept-Encoding"}
         if rendered.origin_ns:
             headers["Age"] = _age(rendered.origin_ns)

@@ -24,7 +24,10 @@ with the position they were rendered at: a request whose own read shows the same
 from the memo (2,000 requests woken by one part commit cost one render and one gzip); the commit bus
 drops a channel's entries on every commit of the channel (the rendition reports of its other
 playlists change too), and an entry lives at most `ttl` seconds (an end by reconnect grace is a matter
-of time, not of a commit).
+of time, not of a commit). Each drop bumps the channel's version; an entry keeps the version that was
+current before the read it was rendered from, so `current()` can answer a plain reload (no directives)
+with no store read at all while nothing was committed since: the entry is then exactly what a read
+would give.
 """
 
 from __future__ import annotations
@@ -297,10 +300,13 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
 class Rendered:
     """A playlist's bytes, their gzip (made on first use) and the relayed origin time of its newest item."""
 
-    __slots__ = ("position", "body", "_gz", "origin_ns", "made", "_etag")
+    __slots__ = ("position", "body", "_gz", "origin_ns", "made", "_etag", "version", "target_duration")
 
-    def __init__(self, position: tuple[int, int, int, bool], body: bytes, origin_ns: int, made: float) -> None:
+    def __init__(self, position: tuple[int, int, int, bool], body: bytes, origin_ns: int, made: float,
+                 version: int = -1, target_duration: int = 1) -> None:
         self.position = position
+        self.version = version  # the channel's memo version before the read this was rendered from
+        self.target_duration = target_duration
         self.body = body
         self._gz: bytes | None = None
         self.origin_ns = origin_ns
@@ -327,25 +333,46 @@ class PlaylistMemo:
         self.ttl = ttl
         self.max_channels = max_channels
         self._entries: dict[str, dict[tuple[str, llhls.SkipMode], Rendered]] = {}
+        self._versions: dict[str, int] = {}  # channel → bumped by every drop (only channels with entries)
         self.renders = 0  # playlists rendered (tests compare it with the requests answered)
 
     def invalidate(self, channel: str, rendition: str = "") -> None:
         """The commit bus's rendition listener: every playlist of the channel may have changed."""
-        self._entries.pop(channel, None)
+        if self._entries.pop(channel, None) is not None or channel in self._versions:
+            self._versions[channel] = self._versions.get(channel, 0) + 1
 
-    def get(self, store: SegmentStore, view: View, skip: llhls.SkipMode) -> Rendered:
+    def version(self, channel: str) -> int:
+        """Take it before reading the store for a render (`get(..., version=)`)."""
+        return self._versions.get(channel, 0)
+
+    def current(self, channel: str, rendition: str, skip: llhls.SkipMode) -> Rendered | None:
+        """The entry rendered from a read that no commit has followed since (within `ttl`), or None."""
+        per = self._entries.get(channel)
+        hit = per.get((rendition, skip)) if per is not None else None
+        if hit is None or hit.version != self._versions.get(channel, 0) or time.monotonic() - hit.made > self.ttl:
+            return None
+        return hit
+
+    def get(self, store: SegmentStore, view: View, skip: llhls.SkipMode, version: int = -1) -> Rendered:
+        """`version`: `version(channel)` taken before `view` was read (-1: unknown; never `current()`)."""
         now = time.monotonic()
         per = self._entries.get(view.channel)
         key = (view.rendition, skip)
         hit = per.get(key) if per is not None else None
         if hit is not None and hit.position == view.position and now - hit.made <= self.ttl:
+            # a read (after `version`) found the same position: the entry is what that read renders
+            hit.version, hit.made = max(hit.version, version), now
             return hit
         text = llhls.render_llhls_playlist(build_playlist(store, view), skip=skip)
         self.renders += 1
-        made = Rendered(view.position, text.encode(), view.origin_ns(), now)
+        made = Rendered(view.position, text.encode(), view.origin_ns(), now, version,
+                        view.shape.target_duration)
         if per is None:
             while len(self._entries) >= self.max_channels:
-                del self._entries[next(iter(self._entries))]
+                oldest = next(iter(self._entries))
+                del self._entries[oldest]
+                self._versions.pop(oldest, None)
+            self._versions.setdefault(view.channel, 0)
             per = self._entries[view.channel] = {}
         per[key] = made
         return made

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import m3u8
 import pytest
@@ -470,3 +471,28 @@ async def test_playlists_carry_an_etag_and_answer_304_while_unchanged(env: Env) 
     # the master playlist too
     _, hm, _ = await get(env, f"/live/{CHANNEL}/master.m3u8")
     assert (await get(env, f"/live/{CHANNEL}/master.m3u8", **{"If-None-Match": hm["ETag"]}))[0] == 304
+
+
+async def test_plain_reloads_are_answered_from_the_rendered_bytes_until_a_commit(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.w.start()
+    env.w.segments(2)
+    env.w.part("source", 2)
+    _, _, first = await playlist(env)
+    reads = 0
+    channel_record = env.store.channel
+
+    def counted(name: str) -> dict[str, Any] | None:
+        nonlocal reads
+        reads += 1
+        return channel_record(name)
+
+    monkeypatch.setattr(env.store, "channel", counted)
+    for _ in range(20):
+        assert (await playlist(env))[2] == first
+    assert reads == 0  # a lookup and a write
+    env.w.part("source", 2)  # the commit bumps the channel's version: the next reload reads and renders
+    _, _, after = await playlist(env)
+    assert reads >= 1 and after.count("#EXT-X-PART:") == first.count("#EXT-X-PART:") + 1
+    reads = 0
+    assert (await playlist(env))[2] == after and reads == 0
