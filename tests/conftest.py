@@ -15,11 +15,21 @@ import pytest
 os.environ.setdefault("EDGENET_MDNS_INTERFACES", "127.0.0.1")
 
 
+_HANDED_OUT: set[tuple[int, int]] = set()  # (kind, port) given to a test in this process
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free a moment ago on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port that was free a moment ago on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM), and not one
+    handed out before in this test process (the kernel may offer a just-closed port again: an edge got
+    the same number for two of its listeners once)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if (kind, port) not in _HANDED_OUT:
+            _HANDED_OUT.add((kind, port))
+            return port
+    raise RuntimeError("no fresh port on 127.0.0.1 after 100 tries")
 
 
 def need(tool: str) -> str:
